@@ -1,0 +1,29 @@
+"""Fact-stream reasoning and search environments (numpy + networkx; no torch).
+
+Importing this package registers every environment with gymnasium, one flat ``register`` per id::
+
+    import gymnasium as gym, environments
+    env = gym.make("cogarch/StoryQA-v0", task=2)
+"""
+
+from gymnasium.envs.registration import register
+
+from environments.core import CHARSET, NONE, QUERY, Episode, Fact, FactStreamEnv, Question
+
+register(id="cogarch/GraphSearch-v0", entry_point="environments.graph_search:GraphSearchEnv")
+register(id="cogarch/GraphTrace-v0", entry_point="environments.graph_trace:GraphTraceEnv")
+register(id="cogarch/StoryQA-v0", entry_point="environments.story_qa:StoryQAEnv")
+register(id="cogarch/SortOfClevr-v0", entry_point="environments.sort_of_clevr:SortOfClevrEnv")
+register(id="cogarch/Passkey-v0", entry_point="environments.passkey:PasskeyEnv")
+register(id="cogarch/SceneGraphQA-v0", entry_point="environments.scene_graph_qa:SceneGraphQAEnv")
+
+ENV_IDS = (
+    "cogarch/GraphSearch-v0",
+    "cogarch/GraphTrace-v0",
+    "cogarch/StoryQA-v0",
+    "cogarch/SortOfClevr-v0",
+    "cogarch/Passkey-v0",
+    "cogarch/SceneGraphQA-v0",
+)
+
+__all__ = ["CHARSET", "ENV_IDS", "NONE", "QUERY", "Episode", "Fact", "FactStreamEnv", "Question"]
