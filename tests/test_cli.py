@@ -1,0 +1,88 @@
+"""`cogarch run` end to end, as a user types it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV_NAMES = ["graph_search", "graph_trace", "story_qa", "sort_of_clevr", "passkey", "scene_graph_qa"]
+
+
+def cogarch(*args, check=True):
+    cmd = [sys.executable, "-m", "cogarch.cli", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("env", ENV_NAMES)
+def test_oracle_reports_full_success_through_the_cli(env, tmp_path):
+    res = cogarch("run", f"env={env}", "agent=oracle", "episodes=200", "seed=3", "progress=false",
+                  f"hydra.run.dir={tmp_path}")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["success_rate"] == 1.0 and summary["episodes"] == 200
+    assert "| 1.000" in res.stdout and "env steps/s" in res.stdout
+    episodes = read_jsonl(tmp_path / "episodes.jsonl")
+    assert [e["episode"] for e in episodes] == list(range(200))
+    assert [e["seed"] for e in episodes] == list(range(3, 203))
+    assert (tmp_path / "config.yaml").read_text().count("_target_: environments.") == 1
+
+
+def test_run_writes_trace_and_repeats_exactly(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        cogarch("run", "env=story_qa", "agent=random", "episodes=20", "progress=false", f"hydra.run.dir={d}")
+    assert (a / "episodes.jsonl").read_text() == (b / "episodes.jsonl").read_text()
+    assert (a / "trace.jsonl").read_text() == (b / "trace.jsonl").read_text()
+    trace = read_jsonl(a / "trace.jsonl")
+    steps = sum(e["steps"] for e in read_jsonl(a / "episodes.jsonl"))
+    assert len(trace) == steps and {"episode", "step", "cycle", "action", "oracle_action", "reward"} <= set(trace[0])
+
+
+def test_env_kwargs_are_overridable(tmp_path):
+    cogarch("run", "env=graph_search", "env.num_vertices=50", "agent=oracle", "episodes=5", "progress=false",
+            f"hydra.run.dir={tmp_path}")
+    assert "num_vertices: 50" in (tmp_path / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "FrozenLake-v1"])
+def test_third_party_gym_env_with_random_agent(env_id, tmp_path):
+    res = cogarch("run", "env=gym", f"env.id={env_id}", "agent=random", "episodes=3", "progress=false",
+                  f"hydra.run.dir={tmp_path}")
+    assert f"gym:{env_id}" in res.stdout
+    assert len(read_jsonl(tmp_path / "episodes.jsonl")) == 3
+
+
+@pytest.mark.parametrize("group,name", [("env", "no_such_env"), ("agent", "no_such_agent")])
+def test_unknown_names_exit_nonzero_listing_valid_ones(group, name, tmp_path):
+    res = cogarch("run", f"{group}={name}", f"hydra.run.dir={tmp_path}", check=False)
+    assert res.returncode != 0
+    valid = ENV_NAMES if group == "env" else ["oracle", "random"]
+    for v in valid:
+        assert v in res.stderr + res.stdout
+
+
+def test_out_of_range_kwarg_and_bad_episodes_fail_clearly(tmp_path):
+    res = cogarch("run", "env=graph_search", "env.num_vertices=1", f"hydra.run.dir={tmp_path}", check=False)
+    assert res.returncode != 0 and "num_vertices" in res.stderr + res.stdout
+    res = cogarch("run", "episodes=0", f"hydra.run.dir={tmp_path}", check=False)
+    assert res.returncode != 0 and "episodes" in res.stderr + res.stdout
+
+
+def test_unknown_command_prints_usage():
+    res = cogarch("fly", check=False)
+    assert res.returncode == 2 and "usage: cogarch" in res.stderr
+
+
+def test_multirun_sweeps_each_condition(tmp_path):
+    cogarch("run", "-m", "env=story_qa,passkey", "agent=oracle", "episodes=3", "progress=false",
+            f"hydra.sweep.dir={tmp_path}")
+    summaries = sorted(json.loads(p.read_text())["env"] for p in tmp_path.glob("*/summary.json"))
+    assert summaries == ["passkey", "story_qa"]
