@@ -196,7 +196,7 @@ class FactStreamEnv(gym.Env):
     def render(self):
         if self.render_mode == "ansi" and self._episode is not None:
             obs, _ = self._observe()
-            return f"[{'QA'[obs['phase']]}] {obs['text']}  {tuple(self.vocab[i] for i in obs['fact'])}"
+            return f"[{'RA'[obs['phase']]}] {obs['text']}  {tuple(self.vocab[i] for i in obs['fact'])}"
         return None
 
     # ------------------------------------------------------------------ internals
