@@ -1,4 +1,4 @@
-"""The agent interface every agent implements, and the record each cognitive cycle leaves in the trace.
+"""The agent interface every agent implements (records of its cycles are `cogarch.trace.CycleRecord`).
 
 State is an explicit value: ``initial_state`` makes it, ``act`` takes it and returns the next one, and
 ``end_episode`` clears what an episode owns. Nothing about an episode is kept in agent attributes, so
@@ -7,26 +7,11 @@ episodes can be replayed, resumed and batched.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from cogarch.trace import CycleRecord
 
-@dataclass(frozen=True)
-class CycleRecord:
-    """What one cognitive cycle did; one line of ``trace.jsonl``.
-
-    ``step`` is the env step within the episode, ``cycle`` the cycle within that step (an env step may
-    hold several cycles), ``action`` the action chosen (``None`` on a cycle that does not act), and
-    ``extra`` whatever the agent's modules report (winners, slot contents, surprise, ...).
-    """
-
-    step: int
-    cycle: int
-    action: int | None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Agent", "CycleRecord"]
 
 
 class Agent(Protocol):

@@ -1,0 +1,93 @@
+"""The consciousness-prior bottleneck: attention picks a few candidates, which become the conscious state.
+
+Source: Bengio, "The Consciousness Prior" (2017). A few elements, selected by attention from a broad pool
+of candidates, form a low-dimensional conscious state that is broadcast and conditions further processing;
+an auxiliary objective asks the current conscious state to predict the next one.
+
+Axes: B batch, N candidates, k winners, d model dim, c conscious width.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import einsum
+from torch import Tensor, nn
+
+
+class BottleneckOutput(NamedTuple):
+    winners: Tensor  # (B, k) long: candidate indices that won, best first
+    winner_mask: Tensor  # (B, k) bool: False where fewer than k candidates were valid
+    weights: Tensor  # (B, k) attention weights over the winners (sum to 1 over valid winners)
+    scores: Tensor  # (B, N) attention logits over all candidates (-inf where masked)
+    summary: Tensor  # (B, d) the conscious state: the winners' values pooled by their weights
+
+
+class Bottleneck(nn.Module):
+    """Selects ``k`` of ``N`` candidates by attention from the current conscious state.
+
+    Inputs: ``conscious`` (B, d), the previous conscious summary (the attention query);
+    ``candidates`` (B, N, d); ``mask`` (B, N) bool of valid candidates; optional ``key_bias`` (B, N, d)
+    added to the keys only (e.g. a source embedding, so the scorer can prefer a module).
+    Outputs: :class:`BottleneckOutput`. With ``k=None`` (or ``k >= N``) every valid candidate wins and
+    the summary is exactly full softmax attention; with small ``k`` the softmax runs over the winners only,
+    so gradients still reach the winners' scores.
+    State: none of its own; the conscious summary is part of the workspace state.
+
+    Arguments: ``dim`` (>= 1) the model width; ``k`` (>= 1, or None for all) the number of winners;
+    ``conscious_dim`` (1..dim, default dim) the width of the values pooled into the conscious state, the
+    low-dimensional code that is projected back to ``dim``; ``temperature`` (> 0) divides the scores.
+    """
+
+    def __init__(self, dim: int, k: int | None = 4, conscious_dim: int | None = None, temperature: float = 1.0):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim={dim} must be >= 1")
+        if k is not None and k < 1:
+            raise ValueError(f"k={k} must be >= 1 (or None for all candidates)")
+        conscious_dim = dim if conscious_dim is None else conscious_dim
+        if not 1 <= conscious_dim <= dim:
+            raise ValueError(f"conscious_dim={conscious_dim} is out of range; allowed: 1 <= conscious_dim <= dim={dim}")
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature} must be > 0")
+        self.dim, self.k, self.conscious_dim, self.temperature = dim, k, conscious_dim, temperature
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, conscious_dim, bias=False)
+        self.out = nn.Linear(conscious_dim, dim, bias=False)
+        # The auxiliary predictor of the consciousness prior: next conscious state from the current one.
+        self.predictor = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, conscious: Tensor, candidates: Tensor, mask: Tensor | None = None,
+                key_bias: Tensor | None = None) -> BottleneckOutput:
+        B, N, _ = candidates.shape
+        if mask is None:
+            mask = torch.ones(B, N, dtype=torch.bool, device=candidates.device)
+        keys = self.key(candidates if key_bias is None else candidates + key_bias)  # (B, N, d)
+        q = self.query(conscious)  # (B, d)
+        scores = einsum(q, keys, "b d, b n d -> b n") / (math.sqrt(self.dim) * self.temperature)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        k = N if self.k is None else min(self.k, N)
+        top, winners = torch.topk(scores, k, dim=-1, sorted=True)  # (B, k)
+        winner_mask = torch.isfinite(top)
+        # Softmax over the winners only; a row with no valid candidate gets all-zero weights.
+        weights = torch.softmax(top.masked_fill(~winner_mask, -1e30), dim=-1) * winner_mask
+        chosen = torch.gather(candidates, 1, winners.unsqueeze(-1).expand(-1, -1, candidates.shape[-1]))
+        code = einsum(weights, self.value(chosen), "b k, b k c -> b c")  # (B, c): the low-dim conscious code
+        return BottleneckOutput(winners, winner_mask, weights, scores, self.out(code))
+
+    def aux_loss(self, previous: Tensor, current: Tensor) -> Tensor:
+        """Consciousness-prior objective: predict the next conscious state from the current one.
+
+        ``previous`` and ``current`` are (B, d) summaries of consecutive cycles; the target is detached,
+        so the loss shapes the predictor and the representation that feeds it. Returns (B,) per-row MSE.
+        """
+        return F.mse_loss(self.predictor(previous), current.detach(), reduction="none").mean(-1)
+
+    def surprise(self, previous: Tensor, current: Tensor) -> Tensor:
+        """(B,) how unexpected ``current`` was given ``previous``: the aux prediction error, no gradient."""
+        with torch.no_grad():
+            return self.aux_loss(previous, current)

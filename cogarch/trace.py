@@ -1,0 +1,197 @@
+"""Traces: one CycleRecord per cognitive cycle (JSON Lines) and MemorySnapshots of whole states
+(safetensors). Nothing here unpickles: records are JSON, tensors are safetensors.
+
+A record says what competed in the workspace and what won, in words where the index layer can decode:
+candidates with their source module and score, the winners, the decoded concepts of the winners and of
+each working-memory slot, write and read weights, surprise and event boundaries, the action logits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily so that baseline runs (records only) start fast
+    import torch
+
+SNAPSHOT_FORMAT = "cogarch-snapshot/1"
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """What one cognitive cycle did, for one episode (one row of a batch).
+
+    ``step``: env step within the episode; ``cycle``: cycle within the step; ``action``: the action taken
+    (None on a thinking cycle). The rest is filled by agents with a workspace (None for baselines):
+    ``candidates`` [{"source", "score"}] in candidate order; ``winners`` candidate indices, best first;
+    ``winner_sources``; ``winner_weights``; ``winner_concepts`` decoded (s, p, o) words per winner;
+    ``slot_concepts`` decoded words per working-memory slot (None for an empty slot); ``write_weights``
+    (k x K) working-memory write weights; ``read_weights`` {module: weights}; ``surprise``; ``boundary``
+    (an episodic event closed); ``action_logits``; ``extra`` anything else a module reports.
+    """
+
+    step: int
+    cycle: int
+    action: int | None
+    candidates: list[dict[str, Any]] | None = None
+    winners: list[int] | None = None
+    winner_sources: list[str] | None = None
+    winner_weights: list[float] | None = None
+    winner_concepts: list[list[str]] | None = None
+    slot_concepts: list[list[str] | None] | None = None
+    write_weights: list[list[float]] | None = None
+    read_weights: dict[str, list[float]] | None = None
+    surprise: float | None = None
+    boundary: bool | None = None
+    action_logits: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; fields left None are dropped to keep baseline traces small."""
+        return {k: v for k, v in asdict(self).items() if v is not None and (k != "extra" or v)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CycleRecord":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _clean(value: Any) -> Any:
+    """JSON cannot hold NaN/inf; write them as strings so a poisoned cycle is visible, not fatal."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class TraceWriter:
+    """Appends records as JSON lines and flushes each, so a killed run keeps every finished cycle."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a")
+
+    def write(self, record: CycleRecord | dict[str, Any], **context: Any) -> None:
+        data = record.to_json() if isinstance(record, CycleRecord) else dict(record)
+        self._file.write(json.dumps(_clean({**context, **data})) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_trace(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a trace file as a dict (``CycleRecord.from_json`` turns one into a record).
+
+    A last line cut off mid-write (a killed run) is dropped with a warning; a malformed line anywhere
+    else raises ``ValueError`` naming the file and the line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"trace file {path} does not exist")
+    lines = path.read_text().split("\n")
+    complete_end = path.read_text().endswith("\n")
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            is_last = i == len(lines) and not complete_end
+            if is_last:
+                warnings.warn(f"{path}: line {i} is truncated (an interrupted write); loaded the {len(records)} complete records before it")
+                break
+            raise ValueError(f"{path}: line {i} is not a valid JSON record ({err.msg})") from None
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+def flatten_state(state: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Flatten nested NamedTuples / dicts / tuples of tensors into {"a.b.0": tensor}."""
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(state, torch.Tensor):
+        out[prefix] = state
+    elif hasattr(state, "_fields"):  # NamedTuple
+        for name in state._fields:
+            out.update(flatten_state(getattr(state, name), f"{prefix}.{name}" if prefix else name))
+    elif isinstance(state, dict):
+        for name, value in state.items():
+            out.update(flatten_state(value, f"{prefix}.{name}" if prefix else str(name)))
+    elif isinstance(state, (tuple, list)):
+        for i, value in enumerate(state):
+            out.update(flatten_state(value, f"{prefix}.{i}" if prefix else str(i)))
+    elif state is None:
+        pass
+    else:
+        raise TypeError(f"cannot snapshot a {type(state).__name__} at {prefix or '<root>'}: only tensors and containers of them")
+    return out
+
+
+@dataclass
+class MemorySnapshot:
+    """The whole agent state at one moment, as flat named tensors plus JSON metadata.
+
+    ``tensors`` maps dotted paths ("memories.working.slots") to tensors; ``meta`` holds JSON-friendly
+    context (episode, step, vocab, ...). Saved as one safetensors file; loading never unpickles.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, state: Any, **meta: Any) -> "MemorySnapshot":
+        return cls({k: v.detach().cpu().contiguous() for k, v in flatten_state(state).items()}, meta)
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(self.tensors, str(path), metadata={"format": SNAPSHOT_FORMAT, "meta": json.dumps(_clean(self.meta))})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MemorySnapshot":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"snapshot file {path} does not exist")
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{path} is not a readable safetensors snapshot (corrupt or truncated?): {err}") from None
+        if metadata.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"{path} is not a cogarch snapshot (format {metadata.get('format')!r}, expected {SNAPSHOT_FORMAT!r})")
+        return cls(tensors, json.loads(metadata.get("meta", "{}")))
+
+    def equals(self, other: "MemorySnapshot") -> bool:
+        import torch
+
+        return (self.meta == other.meta and self.tensors.keys() == other.tensors.keys()
+                and all(torch.equal(self.tensors[k], other.tensors[k]) for k in self.tensors))
+
+    def size_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
