@@ -164,7 +164,10 @@ class FactStreamEnv(gym.Env):
     def step(self, action):
         if self._episode is None or self._done:
             raise ResetNeeded("call reset() before step() (and after an episode ends)")
-        if not self.action_space.contains(action):
+        # Fast path for plain ints (the common case); anything else goes through the space's own check.
+        n = self.action_space.n
+        valid = (0 <= action < n) if type(action) is int else self.action_space.contains(action)
+        if not valid:
             raise ValueError(
                 f"action {action!r} is not in the action space Discrete({self.action_space.n}); "
                 f"allowed: integers 0..{self.action_space.n - 1}"
