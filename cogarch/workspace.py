@@ -1,0 +1,171 @@
+"""The global workspace: the cognitive cycle propose -> compete -> broadcast -> act.
+
+Sources: Baars' Global Workspace theory and the Tensor Brain's blackboard (Tresp et al.): specialist
+modules propose contents, a limited-capacity stage selects a few (the consciousness-prior bottleneck,
+Bengio 2017), and the selection is broadcast back to every module, which updates on it.
+
+One cycle, for a batch of independent episodes:
+
+1. propose: the sensory items of this step and each memory's ``propose(state, conscious)`` form the
+   candidates, each tagged with its source module;
+2. compete: the bottleneck scores every candidate from the previous conscious state (plus a learned
+   embedding of its source) and picks k winners; their pooled value is the new conscious state;
+3. broadcast: the k winners go to every memory's ``receive`` (working memory writes them competitively,
+   long-term memory consolidates them, neural memory learns them at test time, episodic memory
+   observes them and may cut an event);
+4. act: the motor head reads the conscious state and the broadcast and gives action logits.
+
+Axes: B batch, n sensory items, N candidates, k winners, d model dim, A actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from einops import einsum, rearrange
+from torch import Tensor, nn
+
+from cogarch.bottleneck import Bottleneck, BottleneckOutput
+
+
+class WorkspaceState(NamedTuple):
+    """Everything the workspace carries between cycles; batch-first, an explicit value."""
+
+    conscious: Tensor  # (B, d) the conscious summary of the last cycle (the next cycle's query)
+    broadcast: Tensor  # (B, k, d) the last winners
+    broadcast_mask: Tensor  # (B, k) bool
+    sensory: Tensor  # (B, n, d) the sensory buffer of the last cycle
+    memories: dict[str, Any]  # source name -> that memory's state
+    step: Tensor  # (B,) long: cycles since the episode began
+
+    def detach(self) -> "WorkspaceState":
+        """The same values cut from any autograd graph (call between training windows)."""
+        return _map_tensors(self, lambda t: t.detach())
+
+
+def _map_tensors(value: Any, fn) -> Any:
+    if isinstance(value, Tensor):
+        return fn(value)
+    if hasattr(value, "_fields"):
+        return type(value)(*(_map_tensors(v, fn) for v in value))
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    return value
+
+
+class CycleOutput(NamedTuple):
+    logits: Tensor  # (B, A) action logits
+    selection: BottleneckOutput  # winners, weights, scores over all candidates, summary
+    candidate_mask: Tensor  # (B, N) bool
+    sources: tuple[str, ...]  # (N,) the source module of each candidate
+    surprise: Tensor  # (B,) the consciousness-prior prediction error of this cycle
+    aux_loss: Tensor  # (B,) the same error with gradient to the predictor (for training)
+    proposals: dict[str, dict[str, Tensor]]  # per memory: what its propose() reported
+    receipts: dict[str, dict[str, Tensor]]  # per memory: what its receive() reported
+
+
+class MotorHead(nn.Module):
+    """Action logits from the conscious state and what was broadcast.
+
+    Inputs: ``conscious`` (B, d); ``context`` (B, m, d) with ``mask`` (B, m) (the winners, and any other
+    items the agent passes). Outputs: logits (B, A). It attends from the conscious state over the context,
+    then maps [conscious; read] to the actions. Arguments: ``dim`` (>= 1), ``num_actions`` (>= 1).
+    """
+
+    def __init__(self, dim: int, num_actions: int):
+        super().__init__()
+        if dim < 1 or num_actions < 1:
+            raise ValueError(f"dim={dim} and num_actions={num_actions} must both be >= 1")
+        self.query = nn.Linear(dim, dim)
+        self.out = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, num_actions))
+        self.scale = dim**-0.5
+
+    def forward(self, conscious: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        scores = einsum(self.query(conscious), context, "b d, b m d -> b m") * self.scale
+        weights = torch.softmax(scores.masked_fill(~mask, -1e30), dim=-1) * mask
+        read = einsum(weights, context, "b m, b m d -> b d")
+        return self.out(torch.cat([conscious, read], dim=-1))
+
+
+class Workspace(nn.Module):
+    """The cognitive cycle over a bottleneck, a motor head and any number of memories.
+
+    Inputs of :meth:`cycle`: the state and this step's sensory items (B, n, d) with an optional mask.
+    Outputs: the next :class:`WorkspaceState` and a :class:`CycleOutput`.
+    State: :class:`WorkspaceState`; each memory's own state sits in ``state.memories[memory.source]``.
+    Memories follow the protocol of ``cogarch.memory`` (``initial_state``, ``propose``, ``receive``,
+    ``end_episode``); which ones are present is a composition choice (config groups), not a flag here.
+
+    Arguments: ``dim`` (>= 1); ``bottleneck``; ``motor``; ``memories`` (distinct ``source`` names).
+    """
+
+    SENSORY = "sensory"
+
+    def __init__(self, dim: int, bottleneck: Bottleneck, motor: MotorHead, memories: Sequence[nn.Module] = ()):
+        super().__init__()
+        names = [m.source for m in memories]
+        if len(set(names)) != len(names) or self.SENSORY in names:
+            raise ValueError(f"memory sources must be distinct and not {self.SENSORY!r}; got {names}")
+        if bottleneck.dim != dim:
+            raise ValueError(f"bottleneck dim {bottleneck.dim} != workspace dim {dim}")
+        self.dim = dim
+        self.bottleneck, self.motor = bottleneck, motor
+        self.memories = nn.ModuleList(memories)
+        self.source_names = (self.SENSORY, *names)
+        self.source_embedding = nn.Embedding(len(self.source_names), dim)
+        nn.init.normal_(self.source_embedding.weight, std=0.02)
+        self.initial_conscious = nn.Parameter(torch.zeros(dim))
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> WorkspaceState:
+        k = self.bottleneck.k or 1
+        z = lambda *shape, **kw: torch.zeros(*shape, device=device, **kw)
+        return WorkspaceState(
+            conscious=self.initial_conscious.detach().to(device).expand(batch_size, -1).clone(),
+            broadcast=z(batch_size, k, self.dim),
+            broadcast_mask=z(batch_size, k, dtype=torch.bool),
+            sensory=z(batch_size, 1, self.dim),
+            memories={m.source: m.initial_state(batch_size, device=device) for m in self.memories},
+            step=z(batch_size, dtype=torch.long),
+        )
+
+    def end_episode(self, state: WorkspaceState) -> WorkspaceState:
+        """Clear what an episode owns; memories keep what their configuration says they keep."""
+        fresh = self.initial_state(state.conscious.shape[0], state.conscious.device)
+        kept = {m.source: m.end_episode(state.memories[m.source]) for m in self.memories}
+        return fresh._replace(memories=kept)
+
+    def cycle(self, state: WorkspaceState, sensory: Tensor, sensory_mask: Tensor | None = None) -> tuple[WorkspaceState, CycleOutput]:
+        B, n, _ = sensory.shape
+        if sensory_mask is None:
+            sensory_mask = torch.ones(B, n, dtype=torch.bool, device=sensory.device)
+        # 1. propose
+        parts, masks, source_ids, proposals = [sensory], [sensory_mask], [0] * n, {}
+        for i, memory in enumerate(self.memories, start=1):
+            cands, mask, info = memory.propose(state.memories[memory.source], state.conscious)
+            parts.append(cands)
+            masks.append(mask)
+            source_ids += [i] * cands.shape[1]
+            proposals[memory.source] = info
+        candidates = torch.cat(parts, dim=1)  # (B, N, d)
+        mask = torch.cat(masks, dim=1)  # (B, N)
+        ids = torch.tensor(source_ids, device=sensory.device)
+        key_bias = rearrange(self.source_embedding(ids), "n d -> 1 n d")
+        # 2. compete
+        sel = self.bottleneck(state.conscious, candidates, mask, key_bias=key_bias)
+        broadcast = torch.gather(candidates, 1, sel.winners.unsqueeze(-1).expand(-1, -1, self.dim))  # (B, k, d)
+        aux = self.bottleneck.aux_loss(state.conscious, sel.summary)
+        # 3. broadcast
+        memories, receipts = {}, {}
+        for memory in self.memories:
+            memories[memory.source], receipts[memory.source] = memory.receive(
+                state.memories[memory.source], broadcast, sel.winner_mask
+            )
+        # 4. act
+        logits = self.motor(sel.summary, broadcast, sel.winner_mask)
+        new_state = WorkspaceState(sel.summary, broadcast, sel.winner_mask, sensory, memories, state.step + 1)
+        names = tuple(self.source_names[i] for i in source_ids)
+        return new_state, CycleOutput(logits, sel, mask, names, aux.detach(), aux, proposals, receipts)

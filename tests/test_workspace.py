@@ -1,0 +1,118 @@
+"""The global-workspace cycle: batch equivalence, every module gets the broadcast, constant state size."""
+
+from typing import NamedTuple
+
+import pytest
+import torch
+from torch import nn
+
+from cogarch.bottleneck import Bottleneck
+from cogarch.trace import MemorySnapshot
+from cogarch.workspace import MotorHead, Workspace
+
+D = 16
+
+
+class SpyState(NamedTuple):
+    received: torch.Tensor  # (B, k, d) the last broadcast this module saw
+    calls: torch.Tensor  # (B,) how many broadcasts it received
+    memory: torch.Tensor  # (B, d) a running mean of what it saw (proposed back as a candidate)
+
+
+class Spy(nn.Module):
+    """A memory that proposes its running mean and records every broadcast it receives."""
+
+    def __init__(self, source, k=2):
+        super().__init__()
+        self.source, self.k = source, k
+        self.bias = nn.Parameter(torch.randn(D))
+
+    def initial_state(self, batch_size, device=None):
+        return SpyState(torch.zeros(batch_size, self.k, D), torch.zeros(batch_size, dtype=torch.long), torch.zeros(batch_size, D))
+
+    def propose(self, state, query):
+        cand = (state.memory + self.bias).unsqueeze(1)
+        return cand, torch.ones(cand.shape[:2], dtype=torch.bool), {"norm": cand.norm(dim=-1)}
+
+    def receive(self, state, broadcast, mask=None):
+        mean = (broadcast * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return SpyState(broadcast.detach(), state.calls + 1, 0.9 * state.memory + 0.1 * mean.detach()), {"calls": state.calls + 1}
+
+    def end_episode(self, state):
+        return state
+
+
+def make_workspace(k=2, sources=("spy_a", "spy_b")):
+    torch.manual_seed(0)
+    return Workspace(D, Bottleneck(D, k=k), MotorHead(D, 7), [Spy(s, k) for s in sources])
+
+
+def test_every_module_receives_the_broadcast():
+    ws = make_workspace()
+    state = ws.initial_state(3)
+    for _ in range(4):
+        state, out = ws.cycle(state, torch.randn(3, 2, D))
+        for source in ("spy_a", "spy_b"):
+            assert torch.equal(state.memories[source].received, state.broadcast)
+    assert all((state.memories[s].calls == 4).all() for s in ("spy_a", "spy_b"))
+    assert out.sources == ("sensory", "sensory", "spy_a", "spy_b") and out.logits.shape == (3, 7)
+
+
+def test_winners_are_drawn_from_every_source_and_carry_their_tags():
+    ws = make_workspace(k=3)
+    state, out = ws.cycle(ws.initial_state(1), torch.randn(1, 5, D))
+    winners = out.selection.winners[0].tolist()
+    gathered = torch.cat([torch.randn(0, D)] + [state.broadcast[0]])
+    assert len(winners) == 3 and gathered.shape == (3, D)
+    assert [out.sources[w] for w in winners]  # every winner has a source tag
+
+
+def test_one_cycle_at_batch_B_equals_B_cycles_at_batch_1():
+    ws = make_workspace()
+    B = 5
+    sensory = [torch.randn(B, 3, D) for _ in range(3)]
+    state = ws.initial_state(B)
+    for x in sensory:
+        state, out = ws.cycle(state, x)
+    for b in range(B):
+        single = ws.initial_state(1)
+        for x in sensory:
+            single, out1 = ws.cycle(single, x[b : b + 1])
+        assert torch.allclose(single.conscious, state.conscious[b : b + 1], atol=1e-6)
+        assert torch.allclose(out1.logits, out.logits[b : b + 1], atol=1e-6)
+        assert torch.equal(out1.selection.winners, out.selection.winners[b : b + 1])
+
+
+def test_state_size_is_constant_over_10000_cycles():
+    ws = make_workspace()
+    state = ws.initial_state(2)
+    sizes = set()
+    with torch.no_grad():
+        for t in range(10_000):
+            state, _ = ws.cycle(state, torch.randn(2, 2, D))
+            if t % 1000 == 999:
+                sizes.add(MemorySnapshot.of(state).size_bytes())
+    assert len(sizes) == 1
+
+
+def test_end_episode_resets_the_episode_and_keeps_memories():
+    ws = make_workspace()
+    state = ws.initial_state(2)
+    state, _ = ws.cycle(state, torch.randn(2, 2, D))
+    after = ws.end_episode(state)
+    assert (after.step == 0).all() and (after.memories["spy_a"].calls == 1).all()
+
+
+def test_gradients_flow_from_logits_to_the_bottleneck_and_source_embeddings():
+    ws = make_workspace()
+    state, _ = ws.cycle(ws.initial_state(2), torch.randn(2, 3, D))
+    state, out = ws.cycle(state, torch.randn(2, 3, D))  # the second cycle predicts from a non-zero state
+    (out.logits.logsumexp(-1).sum() + out.aux_loss.sum()).backward()
+    assert ws.bottleneck.key.weight.grad.abs().sum() > 0
+    assert ws.source_embedding.weight.grad.abs().sum() > 0
+    assert ws.bottleneck.predictor[0].weight.grad.abs().sum() > 0
+
+
+def test_duplicate_sources_are_refused():
+    with pytest.raises(ValueError, match="distinct"):
+        Workspace(D, Bottleneck(D, k=2), MotorHead(D, 3), [Spy("a"), Spy("a")])
