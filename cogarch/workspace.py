@@ -28,6 +28,7 @@ from einops import einsum, rearrange
 from torch import Tensor, nn
 
 from cogarch.bottleneck import Bottleneck, BottleneckOutput
+from cogarch.trace import CycleRecord
 
 
 class WorkspaceState(NamedTuple):
@@ -59,6 +60,7 @@ def _map_tensors(value: Any, fn) -> Any:
 
 class CycleOutput(NamedTuple):
     logits: Tensor  # (B, A) action logits
+    candidates: Tensor  # (B, N, d) everything that competed
     selection: BottleneckOutput  # winners, weights, scores over all candidates, summary
     candidate_mask: Tensor  # (B, N) bool
     sources: tuple[str, ...]  # (N,) the source module of each candidate
@@ -168,4 +170,53 @@ class Workspace(nn.Module):
         logits = self.motor(sel.summary, broadcast, sel.winner_mask)
         new_state = WorkspaceState(sel.summary, broadcast, sel.winner_mask, sensory, memories, state.step + 1)
         names = tuple(self.source_names[i] for i in source_ids)
-        return new_state, CycleOutput(logits, sel, mask, names, aux.detach(), aux, proposals, receipts)
+        return new_state, CycleOutput(logits, candidates, sel, mask, names, aux.detach(), aux, proposals, receipts)
+
+    @torch.no_grad()
+    def records(self, out: CycleOutput, step: Tensor | Sequence[int], cycle: int,
+                actions: Sequence[int | None] | None = None, index_layer=None) -> list[CycleRecord]:
+        """One :class:`CycleRecord` per batch row of a cycle's output, decoded into words when an index
+        layer (with ``decode_triple`` and ``names``) is given."""
+        sel, B = out.selection, out.logits.shape[0]
+        decode = None
+        if index_layer is not None:
+            def decode(vectors: Tensor) -> list[list[str]]:  # (m, d) -> m decoded (s, p, o) triples
+                if len(vectors) == 0:
+                    return []
+                ids, _ = index_layer.decode_triple(vectors)
+                return [list(t) for t in index_layer.names(ids)]
+        working = [i for i, s in enumerate(out.sources) if s == "working"]
+        records = []
+        for b in range(B):
+            valid = sel.winner_mask[b]
+            winners = sel.winners[b][valid].tolist()
+            rec = dict(
+                candidates=[{"source": s, "score": _finite(v)} for s, v in zip(out.sources, out.selection.scores[b].tolist())],
+                winners=winners,
+                winner_sources=[out.sources[w] for w in winners],
+                winner_weights=sel.weights[b][valid].tolist(),
+                surprise=float(out.surprise[b]),
+                action_logits=out.logits[b].tolist(),
+            )
+            if decode is not None:
+                rec["winner_concepts"] = decode(out.candidates[b, winners])
+                if working:
+                    slots = decode(out.candidates[b, working])
+                    rec["slot_concepts"] = [c if out.candidate_mask[b, i] else None for c, i in zip(slots, working)]
+            receipt = out.receipts.get("working", {})
+            if "write_weights" in receipt:
+                rec["write_weights"] = receipt["write_weights"][b].tolist()
+            reads = {src: info["read_weights"][b].tolist() for src, info in out.proposals.items() if "read_weights" in info}
+            if reads:
+                rec["read_weights"] = reads
+            if "boundary" in out.receipts.get("episodic", {}):
+                rec["boundary"] = bool(out.receipts["episodic"]["boundary"][b])
+            extra = {f"{src}.surprise": float(info["surprise"][b]) for src, info in out.receipts.items() if "surprise" in info}
+            s = int(step[b]) if isinstance(step, Tensor) else int(step[b])
+            records.append(CycleRecord(step=s, cycle=cycle, action=None if actions is None else actions[b], extra=extra, **rec))
+        return records
+
+
+def _finite(x: float) -> float | None:
+    """-inf scores mark masked candidates; record them as None (JSON has no infinities)."""
+    return x if x == x and abs(x) != float("inf") else None
