@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create .venv when it is missing.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -19,8 +20,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Every figure beside a reference measured in the same run; the tables also go to benchmarks/results.md.
 bench: $(STAMP)
-	$(PY) benchmarks/bench_envs.py
+	set -o pipefail; { $(PY) benchmarks/bench_envs.py && $(PY) benchmarks/bench_core.py \
+	  && $(PY) benchmarks/bench_long_term.py; } | tee benchmarks/results.md
 
 clean:
 	rm -rf $(VENV) runs multirun outputs .pytest_cache

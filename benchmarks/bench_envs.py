@@ -5,16 +5,14 @@ all are made with ``gym.make`` (same wrappers) and resets are included. CartPole
 and right after each env and averaged, so drift in machine load shows up in that env's reference too. Then one
 Passkey episode of 1,000,000 tokens runs under the oracle while resident memory is sampled.
 
-    make bench        # prints the table and writes benchmarks/results.md
+    make bench        # runs every benchmark and writes their tables to benchmarks/results.md
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 
@@ -106,11 +104,7 @@ def main() -> None:
     )
     slow = [k for k, v in rates.items() if v / refs[k] < 0.2]
     lines.append(f"\nGoal: every env >= 0.2x CartPole-v1: {'met' if not slow else 'NOT met by ' + ', '.join(slow)}.")
-    text = "\n".join(lines) + "\n"
-    out = Path(__file__).with_name("results.md")
-    out.write_text(text)
-    print(text)
-    print(f"written to {out}", file=sys.stderr)
+    print("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
