@@ -31,7 +31,8 @@ class CycleRecord:
     (None on a thinking cycle). The rest is filled by agents with a workspace (None for baselines):
     ``candidates`` [{"source", "score"}] in candidate order; ``winners`` candidate indices, best first;
     ``winner_sources``; ``winner_weights``; ``winner_concepts`` decoded (s, p, o) words per winner;
-    ``slot_concepts`` decoded words per working-memory slot (None for an empty slot); ``write_weights``
+    ``slot_concepts`` decoded words per working-memory slot as it competed this cycle, i.e. before this
+    cycle's write (None for an empty slot); ``write_weights``
     (k x K) working-memory write weights; ``read_weights`` {module: weights}; ``surprise``; ``boundary``
     (an episodic event closed); ``action_logits``; ``extra`` anything else a module reports.
     """
