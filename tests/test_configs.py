@@ -31,7 +31,8 @@ def test_compose_and_instantiate(env, agent):
     with initialize_config_module(config_module="configs", version_base="1.3"):
         cfg = compose(config_name="run", overrides=[f"env={env}", f"agent={agent}"])
     e = instantiate(cfg.env)
-    a = instantiate(cfg.agent, action_space=e.action_space, observation_space=e.observation_space, seed=cfg.seed)
+    a = instantiate(cfg.agent, action_space=e.action_space, observation_space=e.observation_space, seed=cfg.seed,
+                    vocab=getattr(e.unwrapped, "vocab", None))
     obs, info = e.reset(seed=0)
     state = a.initial_state(seed=0)
     if agent != "oracle" or "oracle_action" in info:
