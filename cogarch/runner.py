@@ -128,7 +128,7 @@ def run_episodes(
                 summary = summarize(results, time.perf_counter() - start)
                 (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
             rate = sum(bool(r["success"]) for r in results) / len(results)
-            bar.set_postfix(success=f"{rate:.3f}")
+            bar.set_postfix(success=f"{rate:.3f}", refresh=False)  # redrawn at tqdm's own pace
     finally:
         bar.close()
         for f in (ep_file, tr_file):
