@@ -148,3 +148,16 @@ def test_docstring_has_gymnasium_sections_and_every_kwarg(env_id):
     for p in inspect.signature(cls.__init__).parameters:
         if p not in ("self",):
             assert re.search(rf"\b{p}\b", args), f"{name} docstring does not document {p}"
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_sync_vector_env_runs_the_oracle_to_success(env_id):
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(3)])
+    obs, info = envs.reset(seed=0)
+    finished = []
+    for _ in range(300):
+        obs, reward, term, trunc, info = envs.step(info["oracle_action"])
+        if "success" in info:
+            finished += [bool(s) for s, done in zip(info["success"], info["_success"]) if done]
+        assert envs.observation_space.contains(obs)
+    assert finished and all(finished)
