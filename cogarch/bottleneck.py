@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import einsum
 from torch import Tensor, nn
 
 
@@ -63,20 +62,27 @@ class Bottleneck(nn.Module):
 
     def forward(self, conscious: Tensor, candidates: Tensor, mask: Tensor | None = None,
                 key_bias: Tensor | None = None) -> BottleneckOutput:
-        B, N, _ = candidates.shape
-        if mask is None:
-            mask = torch.ones(B, N, dtype=torch.bool, device=candidates.device)
-        keys = self.key(candidates if key_bias is None else candidates + key_bias)  # (B, N, d)
-        q = self.query(conscious)  # (B, d)
-        scores = einsum(q, keys, "b d, b n d -> b n") / (math.sqrt(self.dim) * self.temperature)
-        scores = scores.masked_fill(~mask, float("-inf"))
+        B, N, d = candidates.shape
+        # score_n = q . W_k (c_n + bias_n) / s = (W_k^T q / s) . (c_n + bias_n): projecting the one query
+        # instead of the N candidates costs d^2 per row instead of N d^2 (the same scores up to rounding).
+        query = self.query(conscious) @ self.key.weight * (1.0 / (math.sqrt(self.dim) * self.temperature))  # (B, d)
+        # (1, d) @ (d, N) per row: the CPU BLAS runs this about twice as fast as (N, d) @ (d, 1)
+        scores = torch.bmm(query.unsqueeze(1), candidates.transpose(1, 2)).squeeze(1)  # (B, N)
+        if key_bias is not None and key_bias.shape[0] == 1:  # a shared bias: scored once, not expanded to (B, N, d)
+            scores = scores + query @ key_bias[0].T
+        elif key_bias is not None:
+            scores = scores + torch.bmm(query.unsqueeze(1), key_bias.transpose(1, 2)).squeeze(1)
+        if mask is not None:
+            scores = torch.where(mask, scores, float("-inf"))
         k = N if self.k is None else min(self.k, N)
         top, winners = torch.topk(scores, k, dim=-1, sorted=True)  # (B, k)
         winner_mask = torch.isfinite(top)
         # Softmax over the winners only; a row with no valid candidate gets all-zero weights.
-        weights = torch.softmax(top.masked_fill(~winner_mask, -1e30), dim=-1) * winner_mask
-        chosen = torch.gather(candidates, 1, winners.unsqueeze(-1).expand(-1, -1, candidates.shape[-1]))
-        code = einsum(weights, self.value(chosen), "b k, b k c -> b c")  # (B, c): the low-dim conscious code
+        weights = torch.softmax(torch.where(winner_mask, top, -1e30), dim=-1) * winner_mask
+        chosen = torch.gather(candidates, 1, winners.unsqueeze(-1).expand(-1, -1, d))  # (B, k, d)
+        # The value map is linear, so pooling the winners first and projecting once is the same code.
+        pooled = torch.bmm(weights.unsqueeze(1), chosen).squeeze(1)  # (B, d)
+        code = self.value(pooled)  # (B, c): the low-dim conscious code
         return BottleneckOutput(winners, winner_mask, weights, scores, self.out(code))
 
     def aux_loss(self, previous: Tensor, current: Tensor) -> Tensor:

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
-from einops import einsum, rearrange
 from torch import Tensor, nn
 
 from cogarch.bottleneck import Bottleneck, BottleneckOutput
@@ -87,9 +86,9 @@ class MotorHead(nn.Module):
         self.scale = dim**-0.5
 
     def forward(self, conscious: Tensor, context: Tensor, mask: Tensor) -> Tensor:
-        scores = einsum(self.query(conscious), context, "b d, b m d -> b m") * self.scale
-        weights = torch.softmax(scores.masked_fill(~mask, -1e30), dim=-1) * mask
-        read = einsum(weights, context, "b m, b m d -> b d")
+        scores = torch.bmm(context, self.query(conscious).unsqueeze(-1)).squeeze(-1) * self.scale  # (B, m)
+        weights = torch.softmax(torch.where(mask, scores, -1e30), dim=-1) * mask
+        read = torch.bmm(weights.unsqueeze(1), context).squeeze(1)  # (B, d)
         return self.out(torch.cat([conscious, read], dim=-1))
 
 
@@ -121,6 +120,7 @@ class Workspace(nn.Module):
         self.source_embedding = nn.Embedding(len(self.source_names), dim)
         nn.init.normal_(self.source_embedding.weight, std=0.02)
         self.initial_conscious = nn.Parameter(torch.zeros(dim))
+        self._ids_cache: dict = {}  # candidate layout -> (source ids, names); see _source_ids
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> WorkspaceState:
         k = self.bottleneck.k or 1
@@ -145,17 +145,16 @@ class Workspace(nn.Module):
         if sensory_mask is None:
             sensory_mask = torch.ones(B, n, dtype=torch.bool, device=sensory.device)
         # 1. propose
-        parts, masks, source_ids, proposals = [sensory], [sensory_mask], [0] * n, {}
-        for i, memory in enumerate(self.memories, start=1):
+        parts, masks, proposals = [sensory], [sensory_mask], {}
+        for memory in self.memories:
             cands, mask, info = memory.propose(state.memories[memory.source], state.conscious)
             parts.append(cands)
             masks.append(mask)
-            source_ids += [i] * cands.shape[1]
             proposals[memory.source] = info
         candidates = torch.cat(parts, dim=1)  # (B, N, d)
         mask = torch.cat(masks, dim=1)  # (B, N)
-        ids = torch.tensor(source_ids, device=sensory.device)
-        key_bias = rearrange(self.source_embedding(ids), "n d -> 1 n d")
+        ids, names = self._source_ids(tuple(p.shape[1] for p in parts), sensory.device)
+        key_bias = self.source_embedding(ids).unsqueeze(0)  # (1, N, d)
         # 2. compete
         sel = self.bottleneck(state.conscious, candidates, mask, key_bias=key_bias)
         broadcast = torch.gather(candidates, 1, sel.winners.unsqueeze(-1).expand(-1, -1, self.dim))  # (B, k, d)
@@ -169,8 +168,17 @@ class Workspace(nn.Module):
         # 4. act
         logits = self.motor(sel.summary, broadcast, sel.winner_mask)
         new_state = WorkspaceState(sel.summary, broadcast, sel.winner_mask, sensory, memories, state.step + 1)
-        names = tuple(self.source_names[i] for i in source_ids)
         return new_state, CycleOutput(logits, candidates, sel, mask, names, aux.detach(), aux, proposals, receipts)
+
+    def _source_ids(self, sizes: tuple[int, ...], device: torch.device) -> tuple[Tensor, tuple[str, ...]]:
+        """The source index (N,) and the source name of every candidate, given the sizes of the parts.
+
+        The layout repeats from cycle to cycle, so the index tensor is built once per layout and device."""
+        key = (sizes, device)
+        if key not in self._ids_cache:
+            ids = [i for i, size in enumerate(sizes) for _ in range(size)]
+            self._ids_cache[key] = (torch.tensor(ids, device=device), tuple(self.source_names[i] for i in ids))
+        return self._ids_cache[key]
 
     @torch.no_grad()
     def records(self, out: CycleOutput, step: Tensor | Sequence[int], cycle: int,

@@ -14,8 +14,9 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
+
+from cogarch.memory._ops import matvec, unit
 
 __all__ = ["EpisodicMemory", "EpisodicState", "split_modularity"]
 
@@ -42,17 +43,17 @@ class EpisodicState(NamedTuple):
 def split_modularity(adj: Tensor) -> Tensor:
     """Modularity of every contiguous two-way split of a weighted graph.
 
-    adj (n, n): symmetric, non-negative, zero diagonal. Returns (n + 1,): entry p is the Newman modularity
-    of the partition {[0, p), [p, n)} (p = 0 and p = n are the one-community partition, modularity 0)."""
-    n = adj.shape[0]
-    prefix = adj.new_zeros(n + 1, n + 1)
-    prefix[1:, 1:] = adj.cumsum(0).cumsum(1)  # prefix[p, q] = sum_{i<p, j<q} adj
-    deg_cum = F.pad(adj.sum(1).cumsum(0), (1, 0))  # (n + 1,) degree mass left of p
-    two_m = deg_cum[-1].clamp(min=1e-12)
-    p = torch.arange(n + 1, device=adj.device)
-    left = prefix[p, p]
-    right = prefix[n, n] - prefix[p, n] - prefix[n, p] + prefix[p, p]
-    s_left, s_right = deg_cum, deg_cum[-1] - deg_cum
+    adj (..., n, n): symmetric, non-negative, zero diagonal (any leading axes are a batch of graphs).
+    Returns (..., n + 1): entry p is the Newman modularity of the partition {[0, p), [p, n)} (p = 0 and
+    p = n are the one-community partition, modularity 0). Nodes without edges change no entry, so a graph
+    padded with isolated nodes at the end gives the same values for every p up to its own size."""
+    n = adj.shape[-1]
+    prefix = F.pad(adj.cumsum(-2).cumsum(-1), (1, 0, 1, 0))  # prefix[p, q] = sum_{i<p, j<q} adj
+    deg_cum = F.pad(adj.sum(-1).cumsum(-1), (1, 0))  # (..., n + 1) degree mass left of p
+    two_m = deg_cum[..., -1:].clamp(min=1e-12)
+    left = prefix.diagonal(dim1=-2, dim2=-1)  # prefix[p, p]
+    right = prefix[..., n, n, None] - prefix[..., :, n] - prefix[..., n, :] + left
+    s_left, s_right = deg_cum, deg_cum[..., -1:] - deg_cum
     return (left + right) / two_m - (s_left**2 + s_right**2) / two_m**2
 
 
@@ -124,6 +125,13 @@ class EpisodicMemory(nn.Module):
         self.query_proj = nn.Linear(dim, dim, bias=False)  # the slow read-out query, identity at start
         with torch.no_grad():
             self.query_proj.weight.copy_(torch.eye(dim))
+        # constant index tensors of the hot paths, made once (buffers, so they follow the module's device)
+        for name, values in (("_window_pos", torch.arange(window)), ("_event_pos", torch.arange(max_event_len)),
+                             ("_ring_pos", torch.arange(capacity + 1)),
+                             ("_span_pos", torch.arange(2 * max_event_len + 1)),
+                             ("_offsets", torch.arange(-neighbours, neighbours + 1)),
+                             ("_earlier", torch.ones(self.num_events, self.num_events, dtype=torch.bool).tril(-1))):
+            self.register_buffer(name, values, persistent=False)
 
     def initial_state(self, batch_size: int, device=None) -> EpisodicState:
         dtype = self.query_proj.weight.dtype
@@ -149,109 +157,130 @@ class EpisodicMemory(nn.Module):
         valid = torch.ones(B, dtype=torch.bool, device=item.device) if valid is None else valid.bool()
         has_event = state.cur_event >= 0
         cur_len = state.step - state.cur_start  # (B,)
-        unit = F.normalize(item, dim=-1)  # (B, d)
+        item_unit = unit(item)  # (B, d)
         if surprise is None:  # squared error of the event-mean prediction; / (1 + 1/n) makes its mean n-free
             n = cur_len.clamp(min=1).to(item.dtype)
-            surprise = (unit - state.cur_sum / n[:, None]).pow(2).sum(-1) / (1 + 1 / n)
-        surprise = surprise.detach().to(item.dtype)
-        surprise = torch.where(has_event, surprise, torch.zeros_like(surprise))
+            surprise = (item_unit - state.cur_sum / n[:, None]).pow(2).sum(-1) / (1 + 1 / n)
+        surprise = torch.where(has_event, surprise.detach().to(item.dtype), 0.0)
 
         # threshold mu + gamma * sigma over the last W surprises (only those that exist)
         n_hist = state.hist_count.clamp(max=W)  # (B,)
-        hmask = torch.arange(W, device=item.device) < n_hist[:, None]  # (B, W)
+        hmask = self._window_pos < n_hist[:, None]  # (B, W)
         cnt = n_hist.clamp(min=1).to(item.dtype)
         mu = (state.surprise_hist * hmask).sum(-1) / cnt
         sigma = (((state.surprise_hist - mu[:, None]) * hmask) ** 2).sum(-1).div(cnt).sqrt()
-        by_surprise = (n_hist >= 2) & (surprise > mu + self.gamma * sigma + _TOL)
-        hard = ~has_event | ~state.is_open
-        by_surprise &= cur_len >= self.min_event_len
+        by_surprise = (n_hist >= 2) & (surprise > mu + self.gamma * sigma + _TOL) & (cur_len >= self.min_event_len)
+        hard = ~(has_event & state.is_open)
         boundary = valid & (hard | by_surprise | (cur_len >= self.max_event_len))
 
         event_ids, starts = state.event_ids, state.cur_start
         moved = torch.zeros(B, dtype=torch.long, device=item.device)
-        todo = boundary & ~hard & (state.prev_start >= 0) if self.refine else torch.zeros_like(boundary)
-        if bool(todo.any()):  # per stream: spans differ in length
-            event_ids, starts = event_ids.clone(), starts.clone()
-            for r in todo.nonzero().flatten().tolist():
-                a, b, t = (int(x[r]) for x in (state.prev_start, state.cur_start, state.step))
-                new_b = self._refine_boundary(state.items[r], a, b, t)
-                if new_b != b:
-                    span = torch.arange(a, t, device=item.device)
-                    cur = int(state.cur_event[r])
-                    event_ids[r, span % P] = torch.where(span < new_b, cur - 1, cur)
-                    starts[r], moved[r] = new_b, new_b - b
+        if self.refine:
+            todo = boundary & ~hard & (state.prev_start >= 0)
+            if bool(todo.any()):
+                event_ids, starts, moved = self._refine_boundaries(state, todo.nonzero().squeeze(1))
 
-        write = F.one_hot(state.step % P, P).bool() & valid[:, None]  # (B, P)
-        new_event = state.cur_event + boundary.long()
-        push = valid & has_event
-        hist_write = F.one_hot(state.hist_count % W, W).bool() & push[:, None]  # (B, W)
+        # the new item goes to ring slot step % P of the valid rows
+        slot = state.step % P  # (B,)
+        write = (self._ring_pos[:P] == slot[:, None]) & valid[:, None]  # (B, P)
+        rows = torch.arange(B, device=item.device)
         v = valid[:, None]
+        new_event = state.cur_event + boundary
+        push = valid & has_event
         new_state = EpisodicState(
-            items=torch.where(write[..., None], item[:, None], state.items),
+            # one row of the (B, P, d) buffer changes: copy and put (cheaper than a select over all of it)
+            items=state.items.index_put((rows, slot), torch.where(v, item, state.items[rows, slot])),
             event_ids=torch.where(write, new_event[:, None], event_ids),
             times=torch.where(write, state.step[:, None], state.times),
-            step=state.step + valid.long(),
+            step=state.step + valid,
             cur_event=new_event,
             cur_start=torch.where(boundary, state.step, starts),
             prev_start=torch.where(boundary, torch.where(hard, -1, starts), state.prev_start),
-            cur_sum=torch.where(boundary[:, None], unit, torch.where(v, state.cur_sum + unit, state.cur_sum)),
+            cur_sum=torch.where(boundary[:, None], item_unit,
+                                torch.where(v, state.cur_sum + item_unit, state.cur_sum)),
             is_open=state.is_open | valid,
-            surprise_hist=torch.where(hist_write, surprise[:, None], state.surprise_hist),
-            hist_count=state.hist_count + push.long())
+            surprise_hist=torch.where(push[:, None] & (self._window_pos == (state.hist_count % W)[:, None]),
+                                      surprise[:, None], state.surprise_hist),
+            hist_count=state.hist_count + push)
         return new_state, {"boundary": boundary, "surprise": surprise, "moved": moved}
 
-    def _refine_boundary(self, items: Tensor, a: int, b: int, t: int) -> int:
-        """Move boundary b between events [a, b) and [b, t) to the modularity-maximising split."""
-        L, s = self.max_event_len, self.min_event_len
-        lo, hi = max(a + s, t - L), min(t - s, a + L)  # both events keep min..max_event_len items
-        if hi <= lo:
-            return b if lo > hi else lo
-        x = F.normalize(items[torch.arange(a, t, device=items.device) % self.capacity], dim=-1)  # (n, d)
-        adj = (x @ x.T).clamp(min=0).fill_diagonal_(0)  # (n, n)
-        q = split_modularity(adj)
-        cand = torch.arange(lo - a, hi - a + 1, device=items.device)
-        best = int(cand[q[cand].argmax()])
-        return b if q[b - a] >= q[best] - 1e-6 else a + best  # ties keep the surprise boundary
+    def _refine_boundaries(self, state: EpisodicState, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Move boundary b between events [a, b) and [b, t) to the modularity-maximising split, for the
+        streams ``rows`` (R,) at once. Returns the new event ids (B, P), current starts (B,) and moves (B,).
+
+        The spans (a, t) differ in length (<= 2 * max_event_len items); each is padded with zero items to
+        that length, which are isolated nodes of its graph and so change no modularity (split_modularity)."""
+        P, L, s = self.capacity, self.max_event_len, self.min_event_len
+        a, b, t = state.prev_start[rows], state.cur_start[rows], state.step[rows]  # (R,)
+        pos = self._span_pos[:-1]  # (2L,) offsets into the span
+        in_span = pos < (t - a)[:, None]  # (R, 2L)
+        slots = (a[:, None] + pos) % P  # (R, 2L)
+        x = unit(state.items[rows[:, None], slots]) * in_span[..., None]  # (R, 2L, d)
+        adj = (x @ x.transpose(1, 2)).clamp(min=0)  # (R, 2L, 2L)
+        adj.diagonal(dim1=1, dim2=2).zero_()
+        q = split_modularity(adj)  # (R, 2L + 1)
+        lo, hi = torch.maximum(a + s, t - L), torch.minimum(t - s, a + L)  # both events keep min..max items
+        split = self._span_pos[None] + a[:, None]  # (R, 2L + 1) the boundary time of each split
+        allowed = (split >= lo[:, None]) & (split <= hi[:, None])
+        best = torch.where(allowed, q, float("-inf")).argmax(-1)  # first maximum among the allowed splits
+        q_b, q_best = q.gather(1, (b - a)[:, None]).squeeze(1), q.gather(1, best[:, None]).squeeze(1)
+        new_b = torch.where(q_b >= q_best - 1e-6, b, a + best)  # ties keep the surprise boundary
+        new_b = torch.where(hi < lo, b, torch.where(hi == lo, lo, new_b))  # no room: keep b / the one split
+
+        cur = state.cur_event[rows, None]
+        relabel = in_span & (new_b != b)[:, None]  # (R, 2L) span slots of the streams whose boundary moved
+        ids = torch.where(split[:, :-1] < new_b[:, None], cur - 1, cur)  # (R, 2L)
+        event_ids = state.event_ids.index_put((rows[:, None].expand_as(slots)[relabel], slots[relabel]), ids[relabel])
+        starts = state.cur_start.index_put((rows,), new_b)
+        moved = torch.zeros_like(state.cur_start).index_put((rows,), new_b - b)
+        return event_ids, starts, moved
 
     # ---------------------------------------------------------------- reading: similarity + contiguity
 
     def recall(self, state: EpisodicState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
         """Two-stage recall; pure read. Returns items (B, m, d), mask (B, m), inspection dict."""
         B, P = state.event_ids.shape
-        L, d = self.max_event_len, self.dim
-        dev = query.device
+        L, d, k_s = self.max_event_len, self.dim, self.top_k_events
         ids, filled = state.event_ids, state.event_ids >= 0  # (B, P)
-        base = torch.where(filled, ids, _BIG).min(-1).values.clamp(max=_BIG - P)  # (B,) oldest stored id
-        rel = torch.where(filled, ids - base[:, None], 0)  # (B, P) stored ids are consecutive: rel in [0, P)
-        sums = torch.zeros_like(state.items).scatter_add(
-            1, repeat(rel, "b p -> b p d", d=d), state.items * filled[..., None])  # (B, P, d) per event slot
-        counts = torch.zeros(B, P, dtype=state.items.dtype, device=dev).scatter_add(1, rel, filled.to(sums.dtype))
-        reps = sums / counts.clamp(min=1)[..., None]  # (B, P, d) event means
-        slot_id = base[:, None] + torch.arange(P, device=dev)  # (B, P) event id of each event slot
-        closed = (counts > 0) & ((slot_id < state.cur_event[:, None]) | ~state.is_open[:, None])
-        q = F.normalize(self.query_proj(query), dim=-1)  # (B, d)
-        scores = einsum(q, F.normalize(reps, dim=-1), "b d, b p d -> b p").masked_fill(~closed, float("-inf"))
-        top_scores, top_rel = scores.topk(self.top_k_events, dim=-1)  # (B, k_s)
+        base = torch.where(filled, ids, _BIG).amin(-1).clamp(max=_BIG - P)  # (B,) oldest stored id
+        # Event slot e = id - base of every stored item: stored ids are consecutive, so e in [0, P). Only the
+        # S event slots that occur anywhere in the batch are made (at least k_s, for top-k), plus a spare
+        # one, S, that collects the unfilled ring slots. Per event slot: sum of items, count, first time.
+        rel = torch.where(filled, ids - base[:, None], -1)  # (B, P)
+        S = max(int(rel.max()) + 1 if B else 0, k_s)
+        rows = torch.arange(B, device=ids.device)[:, None]  # (B, 1)
+        flat = torch.where(filled, rel, S).add_(rows * (S + 1)).view(-1)  # (B P,) event slot in the batch
+        sums = state.items.new_zeros(B * (S + 1), d).index_add_(0, flat, state.items.reshape(B * P, d))
+        counts = torch.bincount(flat, minlength=B * (S + 1)).view(B, S + 1)  # (B, S + 1)
+        firsts = flat.new_zeros(B * (S + 1)).scatter_reduce_(
+            0, flat, state.times.reshape(-1), "amin", include_self=False).view(B, S + 1)  # (B, S + 1)
+        # closed: stored and older than the open current event (the spare slot S is never below the limit)
+        limit = torch.where(state.is_open, state.cur_event - base, S)  # (B,)
+        closed = (counts > 0) & (self._ring_pos[: S + 1] < limit[:, None])  # (B, S + 1)
+        q = unit(self.query_proj(query))  # (B, d)
+        # cosine to the event mean = cosine to the event sum (the count is a positive scale)
+        scores = matvec(unit(sums.view(B, S + 1, d)), q)  # (B, S + 1)
+        scores = torch.where(closed, scores, float("-inf"))
+        top_scores, top_rel = scores.topk(k_s, dim=-1)  # (B, k_s)
         top_ok = torch.isfinite(top_scores)
 
-        offsets = torch.arange(-self.neighbours, self.neighbours + 1, device=dev)
-        ev_rel = rearrange(top_rel[..., None] + offsets, "b k o -> b (k o)")  # (B, E)
-        in_range = (ev_rel >= 0) & (ev_rel < P)
-        ev_ok = repeat(top_ok, "b k -> b (k o)", o=len(offsets)) & in_range
-        ev_ok &= counts.gather(1, ev_rel.clamp(0, P - 1)) > 0
-        earlier = torch.ones(self.num_events, self.num_events, dtype=torch.bool, device=dev).tril(-1)
-        dup = ((ev_rel[:, :, None] == ev_rel[:, None, :]) & ev_ok[:, None, :] & earlier).any(-1)  # (B, E)
+        ev_rel = (top_rel.unsqueeze(-1) + self._offsets).view(B, -1)  # (B, E): each event with its neighbours
+        ev_clamped = ev_rel.clamp(0, S - 1)
+        ev_count = counts.gather(1, ev_clamped)  # (B, E)
+        in_range = (ev_rel >= 0) & (ev_rel < S)
+        ev_ok = top_ok.repeat_interleave(len(self._offsets), dim=1) & in_range & (ev_count > 0)
+        dup = ((ev_rel.unsqueeze(2) == ev_rel.unsqueeze(1)) & ev_ok.unsqueeze(1) & self._earlier).any(-1)  # (B, E)
         ev_ok &= ~dup
         ev_ids = torch.where(ev_ok, base[:, None] + ev_rel, -1)  # (B, E)
 
-        match = (ids[:, None, :] == ev_ids[:, :, None]) & ev_ok[..., None]  # (B, E, P)
-        key = torch.where(match, state.times[:, None, :], _BIG)
-        key, pos = key.topk(L, dim=-1, largest=False)  # (B, E, L) each event's slots in time order
-        mask = rearrange(key < _BIG, "b e l -> b (e l)")  # (B, m)
-        pos = rearrange(pos, "b e l -> b (e l)")
-        out = state.items.gather(1, repeat(pos, "b m -> b m d", d=d)) * mask[..., None]  # (B, m, d)
-        info = {"event_ids": ev_ids, "event_scores": torch.where(top_ok, top_scores, torch.zeros_like(top_scores))}
-        return out, mask, info
+        # An event holds <= L items, stored at consecutive times (events are contiguous runs of the stream
+        # and the ring keeps the last P times), so its items in time order sit at ring slots (first + l) % P.
+        pos = (firsts.gather(1, ev_clamped).unsqueeze(-1) + self._event_pos) % P  # (B, E, L)
+        mask = ((self._event_pos < ev_count.unsqueeze(-1)) & ev_ok.unsqueeze(-1)).view(B, -1)  # (B, m)
+        flat_pos = pos.view(B, -1).add_(rows * P).view(-1)  # (B m,) rows of the flattened ring
+        out = state.items.reshape(B * P, d).index_select(0, flat_pos).view(B, -1, d).mul_(mask.unsqueeze(-1))
+        info = {"event_ids": ev_ids, "event_scores": torch.where(top_ok, top_scores, 0.0)}
+        return out, mask, info  # (B, m, d), (B, m)
 
     # ---------------------------------------------------------------- the memory protocol
 
@@ -264,7 +293,7 @@ class EpisodicMemory(nn.Module):
         w = torch.ones(broadcast.shape[:2], dtype=broadcast.dtype, device=broadcast.device) if mask is None \
             else mask.to(broadcast.dtype)  # (B, k)
         n = w.sum(-1)  # (B,)
-        mean = einsum(broadcast, w, "b k d, b k -> b d") / n.clamp(min=1)[:, None]
+        mean = torch.bmm(w.unsqueeze(1), broadcast).squeeze(1) / n.clamp(min=1)[:, None]
         return self.observe(state, mean, surprise, valid=n > 0)
 
     def end_episode(self, state: EpisodicState) -> EpisodicState:

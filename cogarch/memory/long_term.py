@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from einops import einsum
 from torch import Tensor, nn
 
+from cogarch.memory._ops import matvec, unit
+
 __all__ = ["OuterProductMemory", "OuterProductState", "TripleMemory", "TripleState"]
 
 
@@ -41,12 +43,12 @@ def _check_store_args(decay: float, capacity: float | None) -> None:
 
 def _fade(count: Tensor, n_new: Tensor, decay: float, capacity: float | None) -> Tensor:
     """Factor (B,) that the old contents are multiplied by before n_new (B,) associations are added."""
-    f = torch.full_like(count, 1.0 - decay)
-    if capacity is not None:
-        kept = count * f
-        room = (capacity - n_new).clamp(min=0) / kept.clamp(min=1e-12)
-        f = torch.where(kept > 0, f * room.clamp(max=1.0), f)
-    return f
+    keep = 1.0 - decay
+    if capacity is None:
+        return torch.full_like(count, keep)
+    kept = count * keep
+    room = (capacity - n_new).clamp(min=0) / kept.clamp(min=1e-12)
+    return torch.where(kept > 0, room.clamp(max=1.0) * keep, keep)
 
 
 class OuterProductState(NamedTuple):
@@ -116,8 +118,8 @@ class OuterProductMemory(nn.Module):
 
     def read(self, state: OuterProductState, query: Tensor) -> Tensor:
         """Contraction M @ k(q): query (B, d) -> readout (B, d)."""
-        k_q = F.normalize(self.query(query), dim=-1)  # (B, d)
-        return einsum(state.matrix, k_q, "b v c, b c -> b v")
+        k_q = unit(self.query(query))  # (B, d)
+        return matvec(state.matrix, k_q)
 
     def propose(self, state: OuterProductState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
         """One candidate: the readout for the query (B, 1, d); valid where anything is stored. Pure."""
@@ -130,13 +132,25 @@ class OuterProductMemory(nn.Module):
     ) -> tuple[OuterProductState, dict]:
         """Consolidate the broadcast items (B, k, d) into M (one call = one cycle)."""
         B, k, _ = broadcast.shape
-        valid = broadcast.new_ones(B, k) if mask is None else mask.to(broadcast.dtype)  # (B, k)
-        keys = F.normalize(self.key(broadcast), dim=-1)  # (B, k, d)
+        keys = unit(self.key(broadcast))  # (B, k, d)
         values = self.value(broadcast)  # (B, k, d)
-        new = self.rate * einsum(values, keys, valid, "b k v, b k c, b k -> b v c")  # (B, d, d)
-        n_new = self.rate * valid.sum(-1)  # (B,)
+        if mask is None:
+            n_new = broadcast.new_full((B,), self.rate * k)  # (B,)
+        else:
+            values = values * mask.unsqueeze(-1)  # a masked item adds nothing
+            n_new = self.rate * mask.sum(-1).to(broadcast.dtype)  # (B,)
         f = _fade(state.count, n_new, self.decay, self.capacity)  # (B,)
-        matrix = state.matrix * f[:, None, None] + new
+        # M f + rate sum_k v_k k_k^T, the sum over the items as one batched matmul (B, d, k) @ (B, k, d).
+        # The (B, d, d) matrix dominates the cost at large batch. When every row fades by the same factor
+        # (one stream, or streams that write alike: the common case) it is baddbmm's scalar beta; else the
+        # faded copy is fresh and the products are added into it in place. (beta = 0 would skip M, not
+        # multiply it: a non-finite M must stay non-finite, so a zero factor takes the second path.)
+        uniform = B > 0 and (B == 1 or bool((f == f[0]).all()))
+        fade = float(f[0]) if uniform else 0.0
+        if fade != 0.0:
+            matrix = torch.baddbmm(state.matrix, values.transpose(1, 2), keys, beta=fade, alpha=self.rate)
+        else:
+            matrix = (state.matrix * f[:, None, None]).baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
         count = state.count * f + n_new
         return OuterProductState(matrix, count), {"count": count}
 

@@ -8,8 +8,10 @@ with momentum over past surprise and a forgetting gate (Titans, section 3.1):
     M_t = (1 - alpha_t) * M_{t-1} + S_t                               forgetting gate
 
 ``t'`` is the start of the chunk holding ``t`` (Titans, "how to parallelize the long-term memory
-training"): all gradients of a chunk are taken at the chunk-start weights (here with
-``torch.func.vmap(grad)``), then momentum and decay run as the recurrence over the chunk's tokens.
+training"): all gradients of a chunk are taken at the chunk-start weights, then momentum and decay run as
+the recurrence over the chunk's tokens. Each token's gradient of a layer is an outer product (the layer's
+input times the loss gradient at its output), and the recurrence is linear, so a chunk is computed as a
+few batched matmuls without forming any per-token gradient matrix (see ``_update``).
 Chunks are aligned to the start of each ``update`` call. Reading is a forward pass without update,
 ``y_t = M*(q_t)``. Keys and queries are l2-normalised and the MLP uses SiLU, as in Titans'
 architectural details.
@@ -25,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from torch.func import grad_and_value, vmap
 
 __all__ = ["NeuralMemory", "NeuralMemoryState"]
 
@@ -48,9 +49,36 @@ def _mlp(weights: tuple[Tensor, ...], x: Tensor) -> Tensor:
     return x
 
 
-def _assoc_loss(weights: tuple[Tensor, ...], key: Tensor, value: Tensor) -> Tensor:
-    """The associative loss ||M(k) - v||^2 of one token (key, value (d,))."""
-    return (_mlp(weights, key) - value).pow(2).sum()
+def _token_gradients(weights: tuple[Tensor, ...], keys: Tensor, values: Tensor) -> tuple[list, list, Tensor]:
+    """Per-token gradients of the associative loss ||M(k_t) - v_t||^2 at shared weights, in factored form.
+
+    keys, values (B, c, d); weights as in ``_mlp``. The gradient of token t w.r.t. layer i is the outer
+    product ``inputs[i][:, t] ⊗ deltas[i][:, t]``: the layer's input (B, c, d_in) and the gradient at its
+    output (B, c, d_out), back-propagated by hand (the formulas autograd uses for matmul, SiLU and the
+    squared error). Returns (inputs, deltas, loss (B, c))."""
+    inputs, pre = [], []
+    h = keys
+    for i, w in enumerate(weights):
+        inputs.append(h)
+        z = h @ w  # (B, c, d_out)
+        pre.append(z)
+        h = F.silu(z) if i < len(weights) - 1 else z
+    error = h - values
+    delta = 2 * error  # d loss / d output
+    deltas = [delta]
+    for i in range(len(weights) - 1, 0, -1):
+        sig = torch.sigmoid(pre[i - 1])
+        delta = (delta @ weights[i].transpose(1, 2)) * (sig * (1 + pre[i - 1] * (1 - sig)))  # silu'
+        deltas.append(delta)
+    return inputs, deltas[::-1], error.pow(2).sum(-1)
+
+
+def _transfer(gain: Tensor) -> Tensor:
+    """The recurrence x_t = gain_t x_{t-1} + u_t (t = 0..n-1, x_{-1} = 0) as a matrix: x_t = sum_j P[t, j] u_j
+    with P[t, j] = prod_{j < s <= t} gain_s for t >= j, else 0. gain (B, n) -> P (B, n, n)."""
+    n = gain.shape[1]
+    later = torch.ones(n, n, dtype=torch.bool, device=gain.device).tril(-1)  # [t, j]: s = t is in (j, t]
+    return torch.where(later, gain[:, :, None], 1.0).cumprod(1).tril()
 
 
 class NeuralMemory(nn.Module):
@@ -213,49 +241,68 @@ class NeuralMemory(nn.Module):
             return state, {"loss": zeros, "surprise": x.new_zeros(batch), "grad_norm": zeros,
                            "nan_refused": torch.zeros(batch, dtype=torch.bool, device=x.device)}
         valid = torch.ones(batch, length, dtype=torch.bool, device=x.device) if mask is None else mask.bool()
-        # Skipping = moving the valid tokens to the front (stable); the trailing masked ones make no step.
-        order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)  # (B, T)
-        x = torch.gather(x, 1, rearrange(order, "b t -> b t 1").expand_as(x))
-        valid = torch.gather(valid, 1, order)
-        x = torch.where(rearrange(valid, "b t -> b t 1"), x, torch.zeros_like(x))  # (B, T, d)
+        order = None  # no token is masked: nothing to move
+        if mask is not None and not bool(valid.all()):
+            # Skipping = moving the valid tokens to the front (stable); the trailing masked ones make no step.
+            order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)  # (B, T)
+            x = torch.gather(x, 1, rearrange(order, "b t -> b t 1").expand_as(x))
+            valid = torch.gather(valid, 1, order)
+            x = torch.where(rearrange(valid, "b t -> b t 1"), x, torch.zeros_like(x))  # (B, T, d)
 
         keys, values = F.normalize(self.to_key(x), dim=-1), self.to_value(x)  # (B, T, d)
         theta, eta, alpha = self._gates(x)  # (B, T) each
-        # per-token gradients at shared (chunk-start) weights: inner vmap over tokens, outer over streams
-        token_grads = vmap(vmap(grad_and_value(_assoc_loss), in_dims=(None, 0, 0)), in_dims=(0, 0, 0))
+        # A masked (trailing) token is no step at all: no momentum decay, no surprise, no forgetting.
+        on = valid.to(x.dtype)
+        eta = torch.where(valid, eta, 1.0)
+        retain = torch.where(valid, 1 - alpha, 1.0)
 
         weights, momentum = state.weights, state.momentum
         refused = torch.zeros(batch, dtype=torch.bool, device=x.device)
         losses, norms = [], []
         for start in range(0, length, self.chunk_size):
             part = slice(start, start + self.chunk_size)
-            grads, loss = token_grads(weights, keys[:, part], values[:, part])  # each (B, c, d_in, d_out); (B, c)
-            norm = torch.stack([rearrange(g, "b c i o -> b c (i o)").pow(2).sum(-1) for g in grads]).sum(0).sqrt()
+            inputs, deltas, loss = _token_gradients(weights, keys[:, part], values[:, part])  # loss (B, c)
+            # ||a ⊗ g||_F = ||a|| ||g||: each token's gradient norm over all layers, from the factors
+            norm = sum(a.pow(2).sum(-1) * g.pow(2).sum(-1) for a, g in zip(inputs, deltas)).sqrt()  # (B, c)
+            step = theta[:, part] * on[:, part]  # (B, c) the surprise step size theta_t of each token
             if self.max_norm is not None:  # same rule as torch.nn.utils.clip_grad_norm_
-                coef = (self.max_norm / (norm + 1e-6)).clamp(max=1.0)  # (B, c)
-                grads = tuple(g * rearrange(coef, "b c -> b c 1 1") for g in grads)
-            new_w, new_s = list(weights), list(momentum)
-            for t in range(loss.shape[1]):  # the momentum / forgetting recurrence over the chunk's tokens
-                th, et, al, on = (rearrange(g[:, start + t], "b -> b 1 1") for g in (theta, eta, alpha, valid))
-                for i, g in enumerate(grads):  # a masked (trailing) token is no step at all
-                    s_t = et * new_s[i] - th * g[:, t]
-                    new_w[i] = torch.where(on, (1 - al) * new_w[i] + s_t, new_w[i])
-                    new_s[i] = torch.where(on, s_t, new_s[i])
-            # NaN guard: a stream whose new weights or momentum are non-finite keeps the old ones
-            finite = torch.stack([torch.isfinite(rearrange(w, "b i o -> b (i o)")).all(-1) for w in new_w + new_s])
-            ok = finite.all(0)  # (B,)
-            keep = rearrange(ok, "b -> b 1 1")
-            weights = tuple(torch.where(keep, n, o) for n, o in zip(new_w, weights))
-            momentum = tuple(torch.where(keep, n, o) for n, o in zip(new_s, momentum))
+                step = step * (self.max_norm / (norm + 1e-6)).clamp(max=1.0)
+            # The recurrence over the chunk's tokens t = 1..c, with the chunk-start values as "token" 0,
+            #     S_t = eta_t S_{t-1} - step_t G_t,      W_t = retain_t W_{t-1} + on_t S_t,
+            # is linear, so S_c = m S_0 - sum_t n_t G_t and W_c = p W_0 + q S_0 - sum_t r_t G_t with scalar
+            # coefficients per stream: from P = _transfer(eta), S_t = P[t, 0] S_0 - sum_u P[t, u] step_u G_u,
+            # and W_c = p W_0 + sum_t R_t on_t S_t with R_t = prod_{s > t} retain_s (the last row of
+            # _transfer(retain)). They are worked out on (B, c + 1) numbers; the weights are touched once.
+            P = _transfer(F.pad(eta[:, part], (1, 0), value=1.0))  # (B, c + 1, c + 1)
+            R = _transfer(F.pad(retain[:, part], (1, 0), value=1.0))[:, -1]  # (B, c + 1)
+            coef = torch.bmm((R * F.pad(on[:, part], (1, 0))).unsqueeze(1), P).squeeze(1)  # (B, c + 1)
+            m, p, q = (v[:, None, None] for v in (P[:, -1, 0], R[:, 0], coef[:, 0]))  # (B, 1, 1) each
+            n, r = (-(v * step).unsqueeze(1) for v in (P[:, -1, 1:], coef[:, 1:]))  # (B, 1, c), with the minus
+            new_w, new_s = [], []
+            for w0, s0, a, g in zip(weights, momentum, inputs, deltas):
+                a_t = a.transpose(1, 2)  # (B, d_in, c)
+                # sum_t n_t G_t = a^T diag(n) g: one batched matmul, added into the fresh scaled copy
+                new_s.append(torch.mul(s0, m).baddbmm_(a_t * n, g))
+                kept = w0 if self.decay == 0 else w0 * p  # without forgetting p is exactly 1
+                new_w.append(torch.addcmul(kept, s0, q).baddbmm_(a_t * r, g))
+            # NaN guard: a stream whose new weights or momentum are non-finite keeps the old ones. The sum over
+            # a stream is finite when all its entries are (one cheap pass); only otherwise is each entry checked.
+            ok = torch.stack([t.sum((1, 2)) for t in new_w + new_s]).isfinite().all(0)  # (B,)
+            if not bool(ok.all()):
+                ok = torch.stack([torch.isfinite(t.flatten(1)).all(-1) for t in new_w + new_s]).all(0)
+                for new, old in zip(new_w + new_s, weights + momentum):
+                    new[~ok] = old[~ok]
+            weights, momentum = tuple(new_w), tuple(new_s)
             refused |= ~ok
             losses.append(loss)
             norms.append(norm)
             state = state._replace(nan_count=state.nan_count + (~ok).long())
 
         # back to the caller's token order; masked tokens report 0
-        inverse = torch.argsort(order, dim=1)
-        loss = torch.gather(torch.cat(losses, 1) * valid, 1, inverse)  # (B, T)
-        norm = torch.gather(torch.cat(norms, 1) * valid, 1, inverse)  # (B, T)
+        loss, norm = torch.cat(losses, 1) * valid, torch.cat(norms, 1) * valid  # (B, T)
+        if order is not None:
+            inverse = torch.argsort(order, dim=1)
+            loss, norm = torch.gather(loss, 1, inverse), torch.gather(norm, 1, inverse)
         count = valid.sum(1)
         new_state = NeuralMemoryState(weights, momentum, state.step + count, state.nan_count)
         info = {

@@ -19,8 +19,9 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import einsum
 from torch import Tensor, nn
+
+from cogarch.memory._ops import matvec, unit
 
 __all__ = ["WorkingMemory", "WorkingMemoryState"]
 
@@ -139,54 +140,104 @@ class WorkingMemory(nn.Module):
     # ------------------------------------------------------------------ read
     def read(self, state: WorkingMemoryState, query: Tensor) -> tuple[Tensor, Tensor]:
         """Attention read. query (B, d) -> (readout (B, d), weights (B, K)); zeros if no slot is used."""
-        q = F.normalize(self.query(query), dim=-1)  # (B, d)
-        keys = F.normalize(self.key(state.slots), dim=-1)  # (B, K, d)
-        logits = einsum(keys, q, "b K d, b d -> b K") / self.temperature
-        used = state.usage > USED  # (B, K)
-        logits = logits.masked_fill(~used, float("-inf"))
-        weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # rows with no used slot -> all zero
-        return einsum(weights, state.slots, "b K, b K d -> b d"), weights
+        weights = self._read_weights(state, query)
+        return torch.bmm(weights.unsqueeze(1), state.slots).squeeze(1), weights
+
+    def _read_weights(self, state: WorkingMemoryState, query: Tensor) -> Tensor:
+        q = unit(self.query(query)) / self.temperature  # (B, d)
+        keys = unit(self.key(state.slots))  # (B, K, d)
+        logits = matvec(keys, q)  # (B, K)
+        logits = torch.where(state.usage > USED, logits, float("-inf"))  # only used slots are read
+        return torch.softmax(logits, dim=-1).nan_to_num(0.0)  # rows with no used slot -> all zero
 
     def propose(self, state: WorkingMemoryState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
         """The K slots as candidates (B, K, d), mask = used slots (B, K). Pure read."""
-        _, weights = self.read(state, query)
+        weights = self._read_weights(state, query)  # the readout itself is not a candidate
         return state.slots, state.usage > USED, {"read_weights": weights, "usage": state.usage}
 
     # ------------------------------------------------------------------ write
     def write_weights(self, state: WorkingMemoryState, x: Tensor) -> Tensor:
         """Competitive write weights of one input per example: x (B, d) -> w (B, K) (see class doc)."""
-        sim = F.cosine_similarity(self.key(x)[:, None], self.key(state.slots), dim=-1, eps=1e-8)  # (B, K)
+        sim = matvec(self._address(state.slots), self._address(x))
+        return self._compete(sim, state.usage, state.age)[0]
+
+    def _address(self, x: Tensor) -> Tensor:
+        """Unit-length write address W_k x (..., d), normalised as F.cosine_similarity does (eps 1e-8), so
+        that the dot product of two addresses is the cosine similarity of the class doc."""
+        return unit(F.linear(x, self.key.weight), eps=1e-8)
+
+    def _compete(self, sim: Tensor, usage: Tensor, age: Tensor,
+                 valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The write of one input per example, from its cosine similarity to each slot (B, K).
+
+        Returns the write weights w (B, K) (zero where ``valid`` (B, 1) is 0), their forward value without
+        gradient, and the written slots (B, top_k) (None for the dense write)."""
         match = torch.sigmoid((sim - self.match_threshold) / self.MATCH_WIDTH)  # (B, K)
-        with torch.no_grad():
-            rank = state.age.argsort(dim=-1, stable=True).argsort(dim=-1).float()  # 0 = most recent
-            stale = rank / max(self.slots - 1, 1)  # (B, K) in [0, 1]
-        penalty = self.usage_penalty * state.usage * (1 - stale / 2) * (1 - match)  # (B, K)
-        score = match - penalty + self.tie_break
-        soft = torch.softmax(score / self.temperature, dim=-1)  # (B, K): the slots compete for x
+        # usage_penalty * usage * (1 - stale / 2), stale = rank of age / (K - 1) (1 = least recently written)
+        rank = age.argsort(dim=-1, stable=True).argsort(dim=-1)  # (B, K) 0 = most recent
+        resist = usage * (self.usage_penalty - rank * (0.5 * self.usage_penalty / max(self.slots - 1, 1)))
+        score = match - resist * (1 - match) + self.tie_break  # (B, K)
+        need_soft = self.top_k != 1 or torch.is_grad_enabled()  # else only the winner matters
+        soft = torch.softmax(score / self.temperature, dim=-1) if need_soft else None  # the slots compete for x
         if self.top_k is None:
-            return soft
+            w = soft if valid is None else soft * valid
+            return w, w.detach(), None
         top = score.topk(self.top_k, dim=-1).indices  # (B, top_k)
-        hard = torch.zeros_like(soft).scatter(-1, top, soft.gather(-1, top))
-        hard = hard / hard.sum(-1, keepdim=True)
-        return hard.detach() + soft - soft.detach()  # forward: sparse top-k; backward: dense softmax
+        if self.top_k == 1:  # the renormalised weight of a single winner is exactly 1 (0 if not valid)
+            hard = torch.zeros_like(score).scatter_(-1, top, 1.0 if valid is None else valid)
+        else:
+            hard = torch.zeros_like(score).scatter_(-1, top, soft.detach().gather(-1, top))
+            hard = hard / hard.sum(-1, keepdim=True)
+            hard = hard if valid is None else hard * valid
+        if not torch.is_grad_enabled():
+            return hard, hard, top
+        # forward: sparse top-k; backward: dense softmax. The bookkeeping (usage, age) takes hard itself, as
+        # (hard + soft) - soft would be hard only up to rounding: same-cycle writes then tie exactly in age.
+        straight_through = soft - soft.detach()
+        return hard + (straight_through if valid is None else straight_through * valid), hard, top
 
     def receive(
         self, state: WorkingMemoryState, broadcast: Tensor, mask: Tensor | None = None
     ) -> tuple[WorkingMemoryState, dict]:
         """Write the k broadcast items (B, k, d), in order, into the slots. One call = one cycle."""
-        B, k, _ = broadcast.shape
-        valid = torch.ones(B, k, dtype=torch.bool, device=broadcast.device) if mask is None else mask.bool()
+        B, k, d = broadcast.shape
+        valid = broadcast.new_ones(B, k) if mask is None else mask.to(broadcast.dtype)  # (B, k)
+        # What depends on the inputs alone is computed for all k at once; the loop keeps their order.
+        addresses = self._address(broadcast)  # (B, k, d)
+        gate_x = self.gate_x(broadcast).unsqueeze(2)  # (B, k, 1, d)
+        items = broadcast.unsqueeze(2)  # (B, k, 1, d)
         slots, usage, age = state
+        full = torch.ones_like(usage)
         all_w = []
-        for i in range(k):
-            x = broadcast[:, i]  # (B, d)
-            w = self.write_weights(WorkingMemoryState(slots, usage, age), x) * valid[:, i, None]  # (B, K)
-            gate = torch.sigmoid(self.gate_x(x)[:, None] + self.gate_s(slots))  # (B, K, d)
-            slots = slots + w[..., None] * gate * (x[:, None] - slots)  # (B, K, d)
-            w_fast = w.detach()
-            usage = usage + w_fast * (1 - usage)
-            age = age * (1 - w_fast)
-            all_w.append(w)
+        if self.top_k is not None and not torch.is_grad_enabled():
+            # Without autograd a top-k write changes only the top_k chosen slots (the others move by exactly
+            # 0), so only their gates and addresses are computed: top_k instead of K rows of d x d products.
+            # The slots and their addresses are fresh copies, updated in place row by row.
+            slots, slot_addr = slots.clone(), self._address(slots)  # (B, K, d) each
+            for i in range(k):
+                sim = matvec(slot_addr, addresses[:, i])  # (B, K) cosine
+                w, _, top = self._compete(sim, usage, age, valid[:, i, None])
+                rows = top.unsqueeze(-1).expand(-1, -1, d)  # (B, top_k, d)
+                chosen = slots.gather(1, rows)
+                gate = torch.sigmoid(gate_x[:, i] + F.linear(chosen, self.gate_s.weight))  # (B, top_k, d)
+                chosen = torch.lerp(chosen, items[:, i], w.gather(1, top).unsqueeze(-1) * gate)
+                slots.scatter_(1, rows, chosen)
+                slot_addr.scatter_(1, rows, self._address(chosen))
+                usage = usage.lerp(full, w)  # usage + w (1 - usage)
+                age = age.addcmul(age, w, value=-1)  # age (1 - w)
+                all_w.append(w)
+        else:
+            # Slot keys and gate pre-activations of all K slots, in one product per item.
+            key_gate = torch.cat([self.key.weight, self.gate_s.weight])  # (2d, d)
+            for i in range(k):
+                slot_key, slot_gate = F.linear(slots, key_gate).split(d, dim=-1)  # (B, K, d) each
+                sim = matvec(unit(slot_key, eps=1e-8), addresses[:, i])  # (B, K) cosine
+                w, w_fast, _ = self._compete(sim, usage, age, valid[:, i, None])  # (B, K)
+                gate = torch.sigmoid(gate_x[:, i] + slot_gate)  # (B, K, d)
+                slots = torch.lerp(slots, items[:, i], w.unsqueeze(-1) * gate)  # slot + w g (x - slot)
+                usage = usage.lerp(full, w_fast)  # usage + w (1 - usage)
+                age = age.addcmul(age, w_fast, value=-1)  # age (1 - w)
+                all_w.append(w)
         age = age + 1  # one cycle passed for every slot
         write = torch.stack(all_w, dim=1) if all_w else broadcast.new_zeros(B, 0, self.slots)
         return WorkingMemoryState(slots, usage, age), {"write_weights": write}  # (B, k, K)
