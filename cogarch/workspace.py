@@ -140,8 +140,18 @@ class Workspace(nn.Module):
         kept = {m.source: m.end_episode(state.memories[m.source]) for m in self.memories}
         return fresh._replace(memories=kept)
 
-    def cycle(self, state: WorkspaceState, sensory: Tensor, sensory_mask: Tensor | None = None) -> tuple[WorkspaceState, CycleOutput]:
+    def cycle(self, state: WorkspaceState, sensory: Tensor, sensory_mask: Tensor | None = None,
+              inplace: bool = False) -> tuple[WorkspaceState, CycleOutput]:
+        """One cycle. By default ``state`` is a value: it is left unchanged and may be reused.
+
+        ``inplace=True`` is an inference option for throughput: memories that support it (``supports_inplace``)
+        write into the tensors of ``state`` instead of copying them (at large batch, copying the long-term
+        matrix, the working-memory slots and the episodic ring and event table is a large part of the cycle). The input state is then consumed: the caller must
+        not reuse it (or anything holding its tensors) after the call. The results equal the value path's.
+        It is ignored when autograd is enabled (in-place writes would break the graph); for inference
+        throughput, run the cycles under ``torch.inference_mode()``."""
         B, n, _ = sensory.shape
+        inplace = inplace and not torch.is_grad_enabled()
         if sensory_mask is None:
             sensory_mask = torch.ones(B, n, dtype=torch.bool, device=sensory.device)
         # 1. propose
@@ -162,8 +172,9 @@ class Workspace(nn.Module):
         # 3. broadcast
         memories, receipts = {}, {}
         for memory in self.memories:
+            extra = {"inplace": True} if inplace and getattr(memory, "supports_inplace", False) else {}
             memories[memory.source], receipts[memory.source] = memory.receive(
-                state.memories[memory.source], broadcast, sel.winner_mask
+                state.memories[memory.source], broadcast, sel.winner_mask, **extra
             )
         # 4. act
         logits = self.motor(sel.summary, broadcast, sel.winner_mask)

@@ -38,6 +38,10 @@ class EpisodicState(NamedTuple):
     is_open: Tensor  # (B,) bool; False after end_episode (the next item starts a new event)
     surprise_hist: Tensor  # (B, W) ring of the last W surprises
     hist_count: Tensor  # (B,) long surprises pushed so far
+    # The event table (recall="events"; M = max_events rows, M = 0 with recall="items"): event id e lives in
+    # row e % M, so the table holds the last M events, kept up to date as items arrive and boundaries move.
+    event_stats: Tensor  # (B, M, d + 1) per row: the sum of the event's items, and its item count (last column)
+    event_rows: Tensor  # (B, M) long the event id each row holds, -1 empty
 
 
 def split_modularity(adj: Tensor) -> Tensor:
@@ -76,9 +80,16 @@ class EpisodicMemory(nn.Module):
     the span (a, t) between its neighbouring boundaries to the split maximising the modularity of the items'
     similarity graph (adjacency max(cos, 0), zero diagonal), keeping both events <= ``max_event_len``.
     Recall: event representative = mean of its items; the ``top_k_events`` closed events with the highest
-    cosine to ``query_proj(query)``, each with ``neighbours`` events before and after it; every recalled
-    event contributes its items in time order, padded to ``max_event_len`` (m = E * max_event_len, duplicate
-    neighbours masked). The open current event is the local context: ranked never, returned only as a neighbour.
+    cosine to ``query_proj(query)``, each with ``neighbours`` events before and after it (duplicate neighbours
+    masked). The open current event is the local context: ranked never, returned only as a neighbour. What a
+    recalled event proposes depends on ``recall``:
+
+    - ``"items"``: its stored items in time order, padded to ``max_event_len`` (m = E * max_event_len). The
+      events are those with an item in the ring; recall scans the ring (cost ~ capacity per stream).
+    - ``"events"``: one candidate, the mean of its items (m = E). The events are the last ``max_events``,
+      whose item sums and counts the state keeps in an event table (updated as items arrive and when
+      refinement moves a boundary), so recall never reads the item ring (cost ~ max_events). The ring is
+      then read only by refinement, which needs the last 2 * max_event_len items.
     Writes are detached (EM-LLM's stored keys/values carry no gradient); ``event_scores`` is differentiable
     w.r.t. ``query_proj`` and the query, so a slow loss can train the read-out query.
 
@@ -94,13 +105,22 @@ class EpisodicMemory(nn.Module):
         max_event_len: longest event in items (also the per-event padding of recall), >= min_event_len.
         refine: refine boundaries by modularity.
         persistent: keep the contents over ``end_episode`` (else clear them).
+        recall: ``"items"`` (default: every stored item of a recalled event is a candidate) or ``"events"``
+            (one pooled candidate per recalled event, from the event table); see Recall above.
+        max_events: rows of the event table with ``recall="events"``, >= max(2, top_k_events); None = capacity
+            (the ring holds at most that many events, so every event with a stored item is in the table).
+            Ignored with ``recall="items"``.
+
+    ``observe``/``receive`` take ``inplace=True`` to write into the given state's tensors instead of copies
+    (inference only, the caller must not reuse the input state; see ``Workspace.cycle``).
     """
 
     source = "episodic"
 
     def __init__(self, dim: int, capacity: int = 256, window: int = 32, gamma: float = 1.0,
                  top_k_events: int = 2, neighbours: int = 1, min_event_len: int = 1, max_event_len: int = 32,
-                 refine: bool = True, persistent: bool = True):
+                 refine: bool = True, persistent: bool = True, recall: str = "items",
+                 max_events: int | None = None):
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
@@ -116,12 +136,19 @@ class EpisodicMemory(nn.Module):
             raise ValueError(f"top_k_events must be in [1, capacity={capacity}], got {top_k_events}")
         if neighbours < 0:
             raise ValueError(f"neighbours must be >= 0, got {neighbours}")
+        if recall not in ("items", "events"):
+            raise ValueError(f"recall must be 'items' or 'events', got {recall!r}")
+        if max_events is not None and max_events < max(2, top_k_events):
+            raise ValueError(f"max_events must be None or >= max(2, top_k_events={top_k_events}), got {max_events}")
         self.dim, self.capacity, self.window, self.gamma = dim, capacity, window, float(gamma)
         self.top_k_events, self.neighbours = top_k_events, neighbours
         self.min_event_len, self.max_event_len = min_event_len, max_event_len
         self.refine, self.persistent = refine, persistent
+        self.recall_mode = recall
+        # rows of the event table (none with recall="items": the table is not kept)
+        self.max_events = (capacity if max_events is None else max_events) if recall == "events" else 0
         self.num_events = top_k_events * (1 + 2 * neighbours)  # E
-        self.num_candidates = self.num_events * max_event_len  # m
+        self.num_candidates = self.num_events * (max_event_len if recall == "items" else 1)  # m
         self.query_proj = nn.Linear(dim, dim, bias=False)  # the slow read-out query, identity at start
         with torch.no_grad():
             self.query_proj.weight.copy_(torch.eye(dim))
@@ -145,13 +172,16 @@ class EpisodicMemory(nn.Module):
             cur_start=torch.zeros(B, **long), prev_start=torch.full((B,), -1, **long),
             cur_sum=torch.zeros(B, d, dtype=dtype, device=device),
             is_open=torch.zeros(B, dtype=torch.bool, device=device),
-            surprise_hist=torch.zeros(B, W, dtype=dtype, device=device), hist_count=torch.zeros(B, **long))
+            surprise_hist=torch.zeros(B, W, dtype=dtype, device=device), hist_count=torch.zeros(B, **long),
+            event_stats=torch.zeros(B, self.max_events, d + 1, dtype=dtype, device=device),
+            event_rows=torch.full((B, self.max_events), -1, **long))
 
     # ---------------------------------------------------------------- writing: segmentation + refinement
 
     def observe(self, state: EpisodicState, item: Tensor, surprise: Tensor | None = None,
-                valid: Tensor | None = None) -> tuple[EpisodicState, dict]:
-        """Append one item per stream (rows with ``valid`` False are left untouched)."""
+                valid: Tensor | None = None, inplace: bool = False) -> tuple[EpisodicState, dict]:
+        """Append one item per stream (rows with ``valid`` False are left untouched). With ``inplace`` the
+        item ring and the event table of ``state`` are written in place (no copies; ``state`` is consumed)."""
         B, P, W = item.shape[0], self.capacity, self.window
         item = item.detach().to(state.items.dtype)  # (B, d)
         valid = torch.ones(B, dtype=torch.bool, device=item.device) if valid is None else valid.bool()
@@ -173,25 +203,33 @@ class EpisodicMemory(nn.Module):
         hard = ~(has_event & state.is_open)
         boundary = valid & (hard | by_surprise | (cur_len >= self.max_event_len))
 
-        event_ids, starts = state.event_ids, state.cur_start
+        # index_put copies the tensor and puts (one row of the (B, P, d) ring changes: cheaper than a select
+        # over all of it); index_put_ puts into the given tensor
+        put = Tensor.index_put_ if inplace else Tensor.index_put
+        event_ids, starts, stats = state.event_ids, state.cur_start, state.event_stats
         moved = torch.zeros(B, dtype=torch.long, device=item.device)
         if self.refine:
             todo = boundary & ~hard & (state.prev_start >= 0)
             if bool(todo.any()):
-                event_ids, starts, moved = self._refine_boundaries(state, todo.nonzero().squeeze(1))
+                event_ids, starts, moved, stats = self._refine_boundaries(state, todo.nonzero().squeeze(1), put)
 
         # the new item goes to ring slot step % P of the valid rows
-        slot = state.step % P  # (B,)
-        write = (self._ring_pos[:P] == slot[:, None]) & valid[:, None]  # (B, P)
         rows = torch.arange(B, device=item.device)
+        at = (rows, state.step % P)  # (B,) each
         v = valid[:, None]
         new_event = state.cur_event + boundary
         push = valid & has_event
+        event_rows = state.event_rows
+        if self.max_events:  # the event table: the new event's row restarts, else the current one grows
+            at_e = (rows, new_event % self.max_events)
+            old = stats[at_e]  # (B, d + 1)
+            add = torch.cat([item, item.new_ones(B, 1)], dim=-1)  # (B, d + 1) the item and a count of 1
+            stats = put(stats, at_e, torch.where(v, torch.where(boundary[:, None], add, old + add), old))
+            event_rows = put(event_rows, at_e, torch.where(valid, new_event, event_rows[at_e]))
         new_state = EpisodicState(
-            # one row of the (B, P, d) buffer changes: copy and put (cheaper than a select over all of it)
-            items=state.items.index_put((rows, slot), torch.where(v, item, state.items[rows, slot])),
-            event_ids=torch.where(write, new_event[:, None], event_ids),
-            times=torch.where(write, state.step[:, None], state.times),
+            items=put(state.items, at, torch.where(v, item, state.items[at])),
+            event_ids=put(event_ids, at, torch.where(valid, new_event, event_ids[at])),
+            times=put(state.times, at, torch.where(valid, state.step, state.times[at])),
             step=state.step + valid,
             cur_event=new_event,
             cur_start=torch.where(boundary, state.step, starts),
@@ -201,12 +239,14 @@ class EpisodicMemory(nn.Module):
             is_open=state.is_open | valid,
             surprise_hist=torch.where(push[:, None] & (self._window_pos == (state.hist_count % W)[:, None]),
                                       surprise[:, None], state.surprise_hist),
-            hist_count=state.hist_count + push)
+            hist_count=state.hist_count + push,
+            event_stats=stats, event_rows=event_rows)
         return new_state, {"boundary": boundary, "surprise": surprise, "moved": moved}
 
-    def _refine_boundaries(self, state: EpisodicState, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _refine_boundaries(self, state: EpisodicState, rows: Tensor, put) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Move boundary b between events [a, b) and [b, t) to the modularity-maximising split, for the
-        streams ``rows`` (R,) at once. Returns the new event ids (B, P), current starts (B,) and moves (B,).
+        streams ``rows`` (R,) at once. Returns the new event ids (B, P), current starts (B,), moves (B,) and
+        event table (B, M, d + 1) (the two events' rows recomputed); ``put`` is index_put or index_put_.
 
         The spans (a, t) differ in length (<= 2 * max_event_len items); each is padded with zero items to
         that length, which are isolated nodes of its graph and so change no modularity (split_modularity)."""
@@ -215,7 +255,8 @@ class EpisodicMemory(nn.Module):
         pos = self._span_pos[:-1]  # (2L,) offsets into the span
         in_span = pos < (t - a)[:, None]  # (R, 2L)
         slots = (a[:, None] + pos) % P  # (R, 2L)
-        x = unit(state.items[rows[:, None], slots]) * in_span[..., None]  # (R, 2L, d)
+        raw = state.items[rows[:, None], slots] * in_span[..., None]  # (R, 2L, d)
+        x = unit(raw)
         adj = (x @ x.transpose(1, 2)).clamp(min=0)  # (R, 2L, 2L)
         adj.diagonal(dim1=1, dim2=2).zero_()
         q = split_modularity(adj)  # (R, 2L + 1)
@@ -230,15 +271,55 @@ class EpisodicMemory(nn.Module):
         cur = state.cur_event[rows, None]
         relabel = in_span & (new_b != b)[:, None]  # (R, 2L) span slots of the streams whose boundary moved
         ids = torch.where(split[:, :-1] < new_b[:, None], cur - 1, cur)  # (R, 2L)
-        event_ids = state.event_ids.index_put((rows[:, None].expand_as(slots)[relabel], slots[relabel]), ids[relabel])
+        event_ids = put(state.event_ids, (rows[:, None].expand_as(slots)[relabel], slots[relabel]), ids[relabel])
         starts = state.cur_start.index_put((rows,), new_b)
         moved = torch.zeros_like(state.cur_start).index_put((rows,), new_b - b)
-        return event_ids, starts, moved
+        stats = state.event_stats
+        if self.max_events:  # the table rows of events [a, new_b) and [new_b, t), recomputed from the span
+            left = ids < cur  # (R, 2L) the span items of the earlier event (those past t are zero in raw)
+            sums = torch.bmm(torch.stack([left, ~left], dim=1).to(raw.dtype), raw)  # (R, 2, d)
+            counts = torch.stack([new_b - a, t - new_b], dim=1).to(raw.dtype)  # (R, 2)
+            events = cur + self._offsets.new_tensor([-1, 0])  # (R, 2)
+            stats = put(stats, (rows[:, None].expand_as(events), events % self.max_events),
+                        torch.cat([sums, counts.unsqueeze(-1)], dim=-1))
+        return event_ids, starts, moved, stats
 
     # ---------------------------------------------------------------- reading: similarity + contiguity
 
     def recall(self, state: EpisodicState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
-        """Two-stage recall; pure read. Returns items (B, m, d), mask (B, m), inspection dict."""
+        """Two-stage recall; pure read. Returns candidates (B, m, d), mask (B, m), inspection dict."""
+        return self._recall_events(state, query) if self.recall_mode == "events" else self._recall_items(state, query)
+
+    def _contiguity(self, ev: Tensor, top_ok: Tensor, stored: Tensor) -> Tensor:
+        """Which of the recalled events ev (B, E) (each top event, k_s of them, with its neighbours) are
+        proposed: those of a valid top event (top_ok (B, k_s)) that are stored (B, E), each once."""
+        ok = top_ok.repeat_interleave(len(self._offsets), dim=1) & stored
+        dup = ((ev.unsqueeze(2) == ev.unsqueeze(1)) & ok.unsqueeze(1) & self._earlier).any(-1)  # (B, E)
+        return ok & ~dup
+
+    def _recall_events(self, state: EpisodicState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """recall="events": one pooled vector (the item mean) per recalled event, from the event table."""
+        M, d = self.max_events, self.dim
+        ids = state.event_rows  # (B, M)
+        closed = (ids >= 0) & ((ids < state.cur_event[:, None]) | ~state.is_open[:, None])  # (B, M)
+        sums = state.event_stats[..., :d]  # (B, M, d)
+        q = unit(self.query_proj(query))  # (B, d)
+        # cosine to the event mean = (sum . q) / |sum|: the norms divide the (B, M) scores, not the sums
+        cosine = matvec(sums, q) / torch.linalg.vector_norm(sums, dim=-1).clamp_min(1e-12)  # (B, M)
+        top_scores, top_rows = torch.where(closed, cosine, float("-inf")).topk(self.top_k_events, dim=-1)
+        top_ok = torch.isfinite(top_scores)  # (B, k_s)
+        B = ids.shape[0]
+        ev = (ids.gather(1, top_rows).unsqueeze(-1) + self._offsets).view(B, -1)  # (B, E) with neighbours
+        rows = ev % M  # (B, E) their table rows; an event is stored while its row still holds it
+        ok = self._contiguity(ev, top_ok, (ev >= 0) & (ids.gather(1, rows) == ev))
+        flat = rows + M * torch.arange(B, device=ids.device)[:, None]  # (B, E) rows of the flattened table
+        stats = state.event_stats.view(B * M, d + 1).index_select(0, flat.view(-1)).view(B, -1, d + 1)
+        out = stats[..., :d] / stats[..., d:].clamp(min=1) * ok.unsqueeze(-1)  # (B, E, d) the event means
+        info = {"event_ids": torch.where(ok, ev, -1), "event_scores": torch.where(top_ok, top_scores, 0.0)}
+        return out, ok, info
+
+    def _recall_items(self, state: EpisodicState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """recall="items": every stored item of each recalled event, padded to max_event_len per event."""
         B, P = state.event_ids.shape
         L, d, k_s = self.max_event_len, self.dim, self.top_k_events
         ids, filled = state.event_ids, state.event_ids >= 0  # (B, P)
@@ -267,10 +348,7 @@ class EpisodicMemory(nn.Module):
         ev_rel = (top_rel.unsqueeze(-1) + self._offsets).view(B, -1)  # (B, E): each event with its neighbours
         ev_clamped = ev_rel.clamp(0, S - 1)
         ev_count = counts.gather(1, ev_clamped)  # (B, E)
-        in_range = (ev_rel >= 0) & (ev_rel < S)
-        ev_ok = top_ok.repeat_interleave(len(self._offsets), dim=1) & in_range & (ev_count > 0)
-        dup = ((ev_rel.unsqueeze(2) == ev_rel.unsqueeze(1)) & ev_ok.unsqueeze(1) & self._earlier).any(-1)  # (B, E)
-        ev_ok &= ~dup
+        ev_ok = self._contiguity(ev_rel, top_ok, (ev_rel >= 0) & (ev_rel < S) & (ev_count > 0))
         ev_ids = torch.where(ev_ok, base[:, None] + ev_rel, -1)  # (B, E)
 
         # An event holds <= L items, stored at consecutive times (events are contiguous runs of the stream
@@ -287,14 +365,16 @@ class EpisodicMemory(nn.Module):
     def propose(self, state: EpisodicState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
         return self.recall(state, query)
 
+    supports_inplace = True  # receive(..., inplace=True): see Workspace.cycle
+
     def receive(self, state: EpisodicState, broadcast: Tensor, mask: Tensor | None = None,
-                surprise: Tensor | None = None) -> tuple[EpisodicState, dict]:
+                surprise: Tensor | None = None, inplace: bool = False) -> tuple[EpisodicState, dict]:
         """Observe the (masked) mean of this cycle's winners; a row with no valid winner is skipped."""
         w = torch.ones(broadcast.shape[:2], dtype=broadcast.dtype, device=broadcast.device) if mask is None \
             else mask.to(broadcast.dtype)  # (B, k)
         n = w.sum(-1)  # (B,)
         mean = torch.bmm(w.unsqueeze(1), broadcast).squeeze(1) / n.clamp(min=1)[:, None]
-        return self.observe(state, mean, surprise, valid=n > 0)
+        return self.observe(state, mean, surprise, valid=n > 0, inplace=inplace)
 
     def end_episode(self, state: EpisodicState) -> EpisodicState:
         if not self.persistent:

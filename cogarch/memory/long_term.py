@@ -127,10 +127,13 @@ class OuterProductMemory(nn.Module):
         mask = (state.count > 0)[:, None]  # (B, 1)
         return readout[:, None], mask, {"readout_norm": readout.norm(dim=-1), "count": state.count}
 
+    supports_inplace = True  # receive(..., inplace=True): see Workspace.cycle
+
     def receive(
-        self, state: OuterProductState, broadcast: Tensor, mask: Tensor | None = None
+        self, state: OuterProductState, broadcast: Tensor, mask: Tensor | None = None, inplace: bool = False
     ) -> tuple[OuterProductState, dict]:
-        """Consolidate the broadcast items (B, k, d) into M (one call = one cycle)."""
+        """Consolidate the broadcast items (B, k, d) into M (one call = one cycle). With ``inplace`` (no
+        autograd) M is updated in the given state's tensor (no copy; ``state`` is consumed)."""
         B, k, _ = broadcast.shape
         keys = unit(self.key(broadcast))  # (B, k, d)
         values = self.value(broadcast)  # (B, k, d)
@@ -147,10 +150,14 @@ class OuterProductMemory(nn.Module):
         # multiply it: a non-finite M must stay non-finite, so a zero factor takes the second path.)
         uniform = B > 0 and (B == 1 or bool((f == f[0]).all()))
         fade = float(f[0]) if uniform else 0.0
+        # With ``inplace`` the same two paths write into state.matrix instead of a new tensor.
+        inplace = inplace and not torch.is_grad_enabled()  # (an in-place write would break the graph)
         if fade != 0.0:
-            matrix = torch.baddbmm(state.matrix, values.transpose(1, 2), keys, beta=fade, alpha=self.rate)
+            add = Tensor.baddbmm_ if inplace else torch.baddbmm
+            matrix = add(state.matrix, values.transpose(1, 2), keys, beta=fade, alpha=self.rate)
         else:
-            matrix = (state.matrix * f[:, None, None]).baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
+            faded = state.matrix.mul_(f[:, None, None]) if inplace else state.matrix * f[:, None, None]
+            matrix = faded.baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
         count = state.count * f + n_new
         return OuterProductState(matrix, count), {"count": count}
 

@@ -126,6 +126,9 @@ class WorkingMemory(nn.Module):
         # Fixed tie-break among equal scores (e.g. all free slots): lower index first, far below any
         # real score difference.
         self.register_buffer("tie_break", -1e-6 * torch.arange(slots, dtype=torch.float32), persistent=False)
+        # usage_penalty * (1 - stale / 2) for each age rank (0 = most recent), stale = rank / (K - 1)
+        resist = usage_penalty - torch.arange(slots) * (0.5 * usage_penalty / max(slots - 1, 1))
+        self.register_buffer("resist_by_rank", resist, persistent=False)
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device=None) -> WorkingMemoryState:
@@ -175,7 +178,7 @@ class WorkingMemory(nn.Module):
         match = torch.sigmoid((sim - self.match_threshold) / self.MATCH_WIDTH)  # (B, K)
         # usage_penalty * usage * (1 - stale / 2), stale = rank of age / (K - 1) (1 = least recently written)
         rank = age.argsort(dim=-1, stable=True).argsort(dim=-1)  # (B, K) 0 = most recent
-        resist = usage * (self.usage_penalty - rank * (0.5 * self.usage_penalty / max(self.slots - 1, 1)))
+        resist = usage * self.resist_by_rank[rank]
         score = match - resist * (1 - match) + self.tie_break  # (B, K)
         need_soft = self.top_k != 1 or torch.is_grad_enabled()  # else only the winner matters
         soft = torch.softmax(score / self.temperature, dim=-1) if need_soft else None  # the slots compete for x
@@ -196,10 +199,14 @@ class WorkingMemory(nn.Module):
         straight_through = soft - soft.detach()
         return hard + (straight_through if valid is None else straight_through * valid), hard, top
 
+    supports_inplace = True  # receive(..., inplace=True): see Workspace.cycle
+
     def receive(
-        self, state: WorkingMemoryState, broadcast: Tensor, mask: Tensor | None = None
+        self, state: WorkingMemoryState, broadcast: Tensor, mask: Tensor | None = None, inplace: bool = False
     ) -> tuple[WorkingMemoryState, dict]:
-        """Write the k broadcast items (B, k, d), in order, into the slots. One call = one cycle."""
+        """Write the k broadcast items (B, k, d), in order, into the slots. One call = one cycle. With
+        ``inplace`` (no autograd, top-k write) the slots are written in the given state's tensor (no copy;
+        ``state`` is consumed); otherwise it has no effect."""
         B, k, d = broadcast.shape
         valid = broadcast.new_ones(B, k) if mask is None else mask.to(broadcast.dtype)  # (B, k)
         # What depends on the inputs alone is computed for all k at once; the loop keeps their order.
@@ -212,17 +219,20 @@ class WorkingMemory(nn.Module):
         if self.top_k is not None and not torch.is_grad_enabled():
             # Without autograd a top-k write changes only the top_k chosen slots (the others move by exactly
             # 0), so only their gates and addresses are computed: top_k instead of K rows of d x d products.
-            # The slots and their addresses are fresh copies, updated in place row by row.
-            slots, slot_addr = slots.clone(), self._address(slots)  # (B, K, d) each
+            # The slots (a fresh copy unless inplace) and their addresses are updated in place row by row.
+            slots, slot_addr = (slots if inplace else slots.clone()), self._address(slots)  # (B, K, d) each
             for i in range(k):
                 sim = matvec(slot_addr, addresses[:, i])  # (B, K) cosine
                 w, _, top = self._compete(sim, usage, age, valid[:, i, None])
                 rows = top.unsqueeze(-1).expand(-1, -1, d)  # (B, top_k, d)
                 chosen = slots.gather(1, rows)
                 gate = torch.sigmoid(gate_x[:, i] + F.linear(chosen, self.gate_s.weight))  # (B, top_k, d)
-                chosen = torch.lerp(chosen, items[:, i], w.gather(1, top).unsqueeze(-1) * gate)
+                # the weights of the chosen slots (a single winner's is exactly 1, or 0 if masked)
+                w_top = valid[:, i, None, None] if self.top_k == 1 else w.gather(1, top).unsqueeze(-1)
+                chosen = torch.lerp(chosen, items[:, i], w_top * gate)
                 slots.scatter_(1, rows, chosen)
-                slot_addr.scatter_(1, rows, self._address(chosen))
+                if i < k - 1:  # the next item competes against the new contents
+                    slot_addr.scatter_(1, rows, self._address(chosen))
                 usage = usage.lerp(full, w)  # usage + w (1 - usage)
                 age = age.addcmul(age, w, value=-1)  # age (1 - w)
                 all_w.append(w)
