@@ -128,6 +128,8 @@ def timings(E: torch.Tensor) -> list[tuple]:
 
 
 def main() -> None:
+    # Batch-1 operations on small tensors: one thread avoids oversubscription noise on the 2-core machines.
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     torch.manual_seed(0)
     E = concept_table()
     print("# Long-term memory (PMI outer-product stores)\n")
