@@ -26,7 +26,7 @@ test: $(STAMP)
 # Every figure beside a reference measured in the same run; the tables also go to benchmarks/results.md.
 bench: $(STAMP)
 	set -o pipefail; { $(PY) benchmarks/bench_envs.py && $(PY) benchmarks/bench_core.py \
-	  && $(PY) benchmarks/bench_long_term.py; } | tee benchmarks/results.md
+	  && $(PY) benchmarks/bench_long_term.py && $(PY) benchmarks/bench_language.py; } | tee benchmarks/results.md
 
 clean:
 	rm -rf $(VENV) runs multirun outputs .pytest_cache
