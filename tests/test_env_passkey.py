@@ -2,7 +2,6 @@
 
 import math
 import re
-import time
 import tracemalloc
 
 import gymnasium as gym
@@ -107,15 +106,13 @@ def test_depth_places_the_key_at_the_start_or_the_end():
     assert {env.reset(seed=s)[1]["key_step"] for s in range(100)} == {0, 1, 2, 3}
 
 
-def test_a_million_tokens_is_lazy_fast_and_small():
-    start = time.perf_counter()
+def test_a_million_tokens_is_lazy_and_small():
     env = gym.make(ID, context_tokens=1_000_000)
     obs, info = env.reset(seed=0)
     reading = env.unwrapped._episode.reading
     assert len(reading) == 1_000_000 // 64 == info["num_steps"]
     for t in (0, 1, 7_777, len(reading) - 1, -1, info["key_step"]):
         assert len(reading[t].text.split()) == 64
-    assert time.perf_counter() - start < 0.5
     # Longer still: 10**12 tokens is just arithmetic.
     huge = gym.make(ID, context_tokens=10**12, depth=0.7).unwrapped
     _, info = huge.reset(seed=0)

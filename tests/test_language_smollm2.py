@@ -8,7 +8,6 @@ takes about a minute on two cores.
 import importlib.util
 import os
 import random
-import time
 
 import pytest
 import torch
@@ -62,10 +61,20 @@ def sample(env_id: str, tasks: list[dict], per_task: int, pool_per_task: int):
     return vocab, test, pool
 
 
-def test_second_load_is_fast(lm):
-    start = time.perf_counter()
-    LanguageModule()  # the fixture converted (or found) the cached safetensors copy
-    assert time.perf_counter() - start < 3.0
+def test_second_load_reads_the_safetensors_cache_not_the_gguf(lm, monkeypatch):
+    # The fixture converted (or found) the cached copy; a second load must not touch the GGUF again.
+    # (How fast that is, < 3 s, is a `make bench` figure, not a timed assert.)
+    import cogarch.language as language
+
+    target = language.default_cache_dir() / language.DEFAULT_MODEL
+    assert (target / language._MARKER).is_file() and list(target.glob("*.safetensors"))
+
+    def no_gguf(*args, **kwargs):
+        raise AssertionError("the second load went back to the GGUF file")
+
+    monkeypatch.setattr(language, "_load_gguf", no_gguf)
+    model, tokenizer = language.load_language_model()
+    assert model.config.vocab_size == lm.lm.config.vocab_size
 
 
 def test_paraphrases_encode_closer_than_unrelated_sentences(lm):
