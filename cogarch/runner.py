@@ -11,33 +11,16 @@ Results are written as the run goes, so an interrupted run keeps every finished 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
+
+from cogarch.trace import TraceWriter, to_jsonable
 
 # Per-step keys of a cogarch env's info; everything else that reset returns describes the episode.
 _STEP_KEYS = {"oracle_action", "step", "phase", "supporting_facts", "accepted_actions", "answer_index"}
-
-
-def to_jsonable(value: Any) -> Any:
-    """Plain-JSON copy of ``value`` (numpy scalars and arrays, tuples, sets)."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted(to_jsonable(v) for v in value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def summarize(episodes: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
@@ -77,7 +60,7 @@ def run_episodes(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         ep_file = open(out / "episodes.jsonl", "w")
-        tr_file = open(out / "trace.jsonl", "w") if trace else None
+        tr_file = TraceWriter(out / "trace.jsonl", append=False, flush_each=False) if trace else None
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
     bar = tqdm(range(episodes), desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True)
@@ -102,8 +85,7 @@ def run_episodes(
                     actions.append(action)
                 if tr_file is not None:
                     for rec in records:
-                        line = {"episode": i, **rec.to_json(), "oracle_action": oracle, "reward": float(reward)}
-                        tr_file.write(json.dumps(to_jsonable(line)) + "\n")
+                        tr_file.write(rec, episode=i, oracle_action=oracle, reward=float(reward))
                 steps += 1
                 done = terminated or truncated or (max_steps is not None and steps >= max_steps)
             agent.end_episode(state)

@@ -17,6 +17,8 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:  # torch is imported lazily so that baseline runs (records only) start fast
     import torch
 
@@ -63,28 +65,42 @@ class CycleRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def _clean(value: Any) -> Any:
-    """JSON cannot hold NaN/inf; write them as strings so a poisoned cycle is visible, not fatal."""
+def to_jsonable(value: Any) -> Any:
+    """A plain-JSON copy of ``value``: numpy scalars and arrays become Python values, sets sorted lists, and
+    NaN/inf strings (JSON cannot hold them), so a poisoned cycle is visible in the trace, not fatal."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(to_jsonable(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
     return value
 
 
 class TraceWriter:
-    """Appends records as JSON lines and flushes each, so a killed run keeps every finished cycle."""
+    """Writes records as JSON lines. With ``flush_each=True`` (default) every record is flushed, so a
+    killed run keeps every finished cycle; the run loop passes False and calls :meth:`flush` once per
+    episode instead. ``append=False`` starts the file afresh."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, append: bool = True, flush_each: bool = True):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a")
+        self._file = open(self.path, "a" if append else "w")
+        self._flush_each = flush_each
 
     def write(self, record: CycleRecord | dict[str, Any], **context: Any) -> None:
         data = record.to_json() if isinstance(record, CycleRecord) else dict(record)
-        self._file.write(json.dumps(_clean({**context, **data})) + "\n")
+        self._file.write(json.dumps(to_jsonable({**context, **data})) + "\n")
+        if self._flush_each:
+            self._file.flush()
+
+    def flush(self) -> None:
         self._file.flush()
 
     def close(self) -> None:
@@ -167,7 +183,7 @@ class MemorySnapshot:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(self.tensors, str(path), metadata={"format": SNAPSHOT_FORMAT, "meta": json.dumps(_clean(self.meta))})
+        save_file(self.tensors, str(path), metadata={"format": SNAPSHOT_FORMAT, "meta": json.dumps(to_jsonable(self.meta))})
         return path
 
     @classmethod

@@ -58,13 +58,16 @@ def test_every_module_receives_the_broadcast():
     assert out.sources == ("sensory", "sensory", "spy_a", "spy_b") and out.logits.shape == (3, 7)
 
 
-def test_winners_are_drawn_from_every_source_and_carry_their_tags():
+def test_the_broadcast_is_the_winning_candidates_with_their_source_tags():
     ws = make_workspace(k=3)
-    state, out = ws.cycle(ws.initial_state(1), torch.randn(1, 5, D))
-    winners = out.selection.winners[0].tolist()
-    gathered = torch.cat([torch.randn(0, D)] + [state.broadcast[0]])
-    assert len(winners) == 3 and gathered.shape == (3, D)
-    assert [out.sources[w] for w in winners]  # every winner has a source tag
+    state, _ = ws.cycle(ws.initial_state(1), torch.randn(1, 5, D))  # give the spies something to propose
+    state, out = ws.cycle(state, torch.randn(1, 5, D))
+    winners = out.selection.winners[0]
+    assert torch.equal(state.broadcast[0], out.candidates[0, winners])
+    # candidates are laid out sensory items first, then each memory's proposals in order
+    assert out.sources == ("sensory",) * 5 + ("spy_a", "spy_b")
+    records = ws.records(out, state.step, cycle=0)
+    assert records[0].winner_sources == [out.sources[w] for w in winners.tolist()]
 
 
 def test_one_cycle_at_batch_B_equals_B_cycles_at_batch_1():
