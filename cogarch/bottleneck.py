@@ -62,10 +62,17 @@ class Bottleneck(nn.Module):
 
     def forward(self, conscious: Tensor, candidates: Tensor, mask: Tensor | None = None,
                 key_bias: Tensor | None = None) -> BottleneckOutput:
+        return self.select(conscious, candidates, mask, key_bias)[0]
+
+    def select(self, conscious: Tensor, candidates: Tensor, mask: Tensor | None = None,
+               key_bias: Tensor | None = None) -> tuple[BottleneckOutput, Tensor]:
+        """:meth:`forward`'s output and the winners themselves, ``candidates`` gathered at ``winners``
+        (B, k, d) (the workspace broadcasts them; gathered once for both)."""
         B, N, d = candidates.shape
         # score_n = q . W_k (c_n + bias_n) / s = (W_k^T q / s) . (c_n + bias_n): projecting the one query
         # instead of the N candidates costs d^2 per row instead of N d^2 (the same scores up to rounding).
-        query = self.query(conscious) @ self.key.weight * (1.0 / (math.sqrt(self.dim) * self.temperature))  # (B, d)
+        query = F.linear(conscious, self.query.weight, self.query.bias) @ self.key.weight \
+            * (1.0 / (math.sqrt(self.dim) * self.temperature))  # (B, d)
         # (1, d) @ (d, N) per row: the CPU BLAS runs this about twice as fast as (N, d) @ (d, 1)
         scores = torch.bmm(query.unsqueeze(1), candidates.transpose(1, 2)).squeeze(1)  # (B, N)
         if key_bias is not None and key_bias.shape[0] == 1:  # a shared bias: scored once, not expanded to (B, N, d)
@@ -82,8 +89,8 @@ class Bottleneck(nn.Module):
         chosen = torch.gather(candidates, 1, winners.unsqueeze(-1).expand(-1, -1, d))  # (B, k, d)
         # The value map is linear, so pooling the winners first and projecting once is the same code.
         pooled = torch.bmm(weights.unsqueeze(1), chosen).squeeze(1)  # (B, d)
-        code = self.value(pooled)  # (B, c): the low-dim conscious code
-        return BottleneckOutput(winners, winner_mask, weights, scores, self.out(code))
+        code = F.linear(pooled, self.value.weight)  # (B, c): the low-dim conscious code
+        return BottleneckOutput(winners, winner_mask, weights, scores, F.linear(code, self.out.weight)), chosen
 
     def aux_loss(self, previous: Tensor, current: Tensor) -> Tensor:
         """Consciousness-prior objective: predict the next conscious state from the current one.
@@ -91,7 +98,9 @@ class Bottleneck(nn.Module):
         ``previous`` and ``current`` are (B, d) summaries of consecutive cycles; the target is detached,
         so the loss shapes the predictor and the representation that feeds it. Returns (B,) per-row MSE.
         """
-        return F.mse_loss(self.predictor(previous), current.detach(), reduction="none").mean(-1)
+        first, _, second = self.predictor  # Linear, GELU, Linear; called as functions (no module overhead)
+        prediction = F.linear(F.gelu(F.linear(previous, first.weight, first.bias)), second.weight, second.bias)
+        return (prediction - current.detach()).square().mean(-1)  # = F.mse_loss(..., reduction="none").mean(-1)
 
     def surprise(self, previous: Tensor, current: Tensor) -> Tensor:
         """(B,) how unexpected ``current`` was given ``previous``: the aux prediction error, no gradient."""

@@ -99,3 +99,31 @@ def test_episodic_recall_equals_recall_from_segments():
                 assert got.keys() == expect.keys()
                 for e in expect:
                     assert torch.allclose(got[e], expect[e], atol=1e-6)
+
+
+def test_working_memory_key_cache_matches_the_slots_and_autograd_ignores_it():
+    # The state caches W_k slots for inference (read and write share it); it must equal the keys computed from
+    # the slots after inference writes, and autograd must recompute them (gradients, changed weights).
+    torch.manual_seed(0)
+    wm = WorkingMemory(16, slots=4)
+    with torch.no_grad():
+        for p in wm.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    xs = torch.randn(6, 2, 3, 16)
+    with torch.inference_mode():
+        state = wm.initial_state(2)
+        assert torch.equal(state.keys, F.linear(state.slots, wm.key.weight))
+        for x in xs:
+            state, _ = wm.receive(state, x)
+        assert torch.allclose(state.keys, F.linear(state.slots, wm.key.weight), atol=1e-6)
+        assert all(t.abs().sum() == 0 for t in wm.end_episode(state))
+    state = type(state)(*(t.clone() for t in state))
+    with torch.no_grad():
+        wm.key.weight.mul_(2.0)  # the cache is now stale
+    query = torch.randn(2, 16)
+    fresh = state._replace(keys=F.linear(state.slots, wm.key.weight))
+    _, _, info = wm.propose(state, query)  # autograd on: recomputed from the slots
+    _, _, expected = wm.propose(fresh, query)
+    assert torch.allclose(info["read_weights"], expected["read_weights"], atol=1e-6)
+    info["read_weights"].sum().backward()
+    assert wm.key.weight.grad is not None

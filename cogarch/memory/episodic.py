@@ -183,59 +183,74 @@ class EpisodicMemory(nn.Module):
         """Append one item per stream (rows with ``valid`` False are left untouched). With ``inplace`` the
         item ring and the event table of ``state`` are written in place (no copies; ``state`` is consumed)."""
         B, P, W = item.shape[0], self.capacity, self.window
-        item = item.detach().to(state.items.dtype)  # (B, d)
-        valid = torch.ones(B, dtype=torch.bool, device=item.device) if valid is None else valid.bool()
+        dtype = state.items.dtype
+        item = item.detach()
+        item = item if item.dtype == dtype else item.to(dtype)  # (B, d)
+        valid = torch.ones(B, dtype=torch.bool, device=item.device) if valid is None else \
+            valid if valid.dtype == torch.bool else valid.bool()
         has_event = state.cur_event >= 0
         cur_len = state.step - state.cur_start  # (B,)
         item_unit = unit(item)  # (B, d)
         if surprise is None:  # squared error of the event-mean prediction; / (1 + 1/n) makes its mean n-free
-            n = cur_len.clamp(min=1).to(item.dtype)
-            surprise = (item_unit - state.cur_sum / n[:, None]).pow(2).sum(-1) / (1 + 1 / n)
-        surprise = torch.where(has_event, surprise.detach().to(item.dtype), 0.0)
+            n = cur_len.clamp(min=1).to(dtype)
+            surprise = (item_unit - state.cur_sum / n[:, None]).square().sum(-1) / n.reciprocal().add_(1)
+        else:
+            surprise = surprise.detach()
+            surprise = surprise if surprise.dtype == dtype else surprise.to(dtype)
+        surprise = torch.where(has_event, surprise, 0.0)
 
         # threshold mu + gamma * sigma over the last W surprises (only those that exist)
         n_hist = state.hist_count.clamp(max=W)  # (B,)
         hmask = self._window_pos < n_hist[:, None]  # (B, W)
-        cnt = n_hist.clamp(min=1).to(item.dtype)
+        cnt = n_hist.clamp(min=1).to(dtype)
         mu = (state.surprise_hist * hmask).sum(-1) / cnt
-        sigma = (((state.surprise_hist - mu[:, None]) * hmask) ** 2).sum(-1).div(cnt).sqrt()
+        sigma = (state.surprise_hist - mu[:, None]).mul_(hmask).square_().sum(-1).div_(cnt).sqrt_()
         by_surprise = (n_hist >= 2) & (surprise > mu + self.gamma * sigma + _TOL) & (cur_len >= self.min_event_len)
         hard = ~(has_event & state.is_open)
         boundary = valid & (hard | by_surprise | (cur_len >= self.max_event_len))
 
-        # index_put copies the tensor and puts (one row of the (B, P, d) ring changes: cheaper than a select
-        # over all of it); index_put_ puts into the given tensor
-        put = Tensor.index_put_ if inplace else Tensor.index_put
+        # One ring slot (step % P) and one event table row of each stream change: those rows are read and
+        # written back as rows of the flattened tensors (index_copy copies the tensor, index_copy_ writes into
+        # the given one; both copy whole rows, several times faster than scatter at large batch), valid streams
+        # taking the new values.
+        put = Tensor.index_put_ if inplace else Tensor.index_put  # for the refinement's scattered writes
+        copy_rows = Tensor.index_copy_ if inplace else Tensor.index_copy
         event_ids, starts, stats = state.event_ids, state.cur_start, state.event_stats
-        moved = torch.zeros(B, dtype=torch.long, device=item.device)
+        moved = None
         if self.refine:
             todo = boundary & ~hard & (state.prev_start >= 0)
             if bool(todo.any()):
                 event_ids, starts, moved, stats = self._refine_boundaries(state, todo.nonzero().squeeze(1), put)
+        if moved is None:
+            moved = torch.zeros(B, dtype=torch.long, device=item.device)
 
-        # the new item goes to ring slot step % P of the valid rows
-        rows = torch.arange(B, device=item.device)
-        at = (rows, state.step % P)  # (B,) each
-        v = valid[:, None]
+        def write_rows(t: Tensor, at: Tensor, new: Tensor) -> Tensor:
+            """t (B, n, ...) with row at (B,) of each stream set to new (B, ...) where valid."""
+            flat = t.reshape(B * t.shape[1], *t.shape[2:])  # a view when t is contiguous (the state's tensors are)
+            new = torch.where(valid.view(-1, *(1,) * (new.dim() - 1)), new, flat.index_select(0, at))
+            return copy_rows(flat, 0, at, new).view(t.shape)
+
         new_event = state.cur_event + boundary
         push = valid & has_event
         event_rows = state.event_rows
         if self.max_events:  # the event table: the new event's row restarts, else the current one grows
-            at_e = (rows, new_event % self.max_events)
-            old = stats[at_e]  # (B, d + 1)
+            M = self.max_events
+            at_e = new_event % M + torch.arange(0, B * M, M, device=item.device)  # (B,) rows of the flat table
+            old = stats.reshape(B * M, -1).index_select(0, at_e)  # (B, d + 1)
             add = torch.cat([item, item.new_ones(B, 1)], dim=-1)  # (B, d + 1) the item and a count of 1
-            stats = put(stats, at_e, torch.where(v, torch.where(boundary[:, None], add, old + add), old))
-            event_rows = put(event_rows, at_e, torch.where(valid, new_event, event_rows[at_e]))
+            stats = write_rows(stats, at_e, torch.where(boundary[:, None], add, old + add))
+            event_rows = write_rows(event_rows, at_e, new_event)
+        at = state.step % P + torch.arange(0, B * P, P, device=item.device)  # (B,) rows of the flat ring
         new_state = EpisodicState(
-            items=put(state.items, at, torch.where(v, item, state.items[at])),
-            event_ids=put(event_ids, at, torch.where(valid, new_event, event_ids[at])),
-            times=put(state.times, at, torch.where(valid, state.step, state.times[at])),
+            items=write_rows(state.items, at, item),
+            event_ids=write_rows(event_ids, at, new_event),
+            times=write_rows(state.times, at, state.step),
             step=state.step + valid,
             cur_event=new_event,
             cur_start=torch.where(boundary, state.step, starts),
             prev_start=torch.where(boundary, torch.where(hard, -1, starts), state.prev_start),
             cur_sum=torch.where(boundary[:, None], item_unit,
-                                torch.where(v, state.cur_sum + item_unit, state.cur_sum)),
+                                torch.where(valid[:, None], state.cur_sum + item_unit, state.cur_sum)),
             is_open=state.is_open | valid,
             surprise_hist=torch.where(push[:, None] & (self._window_pos == (state.hist_count % W)[:, None]),
                                       surprise[:, None], state.surprise_hist),
@@ -302,10 +317,12 @@ class EpisodicMemory(nn.Module):
         M, d = self.max_events, self.dim
         ids = state.event_rows  # (B, M)
         closed = (ids >= 0) & ((ids < state.cur_event[:, None]) | ~state.is_open[:, None])  # (B, M)
-        sums = state.event_stats[..., :d]  # (B, M, d)
-        q = unit(self.query_proj(query))  # (B, d)
-        # cosine to the event mean = (sum . q) / |sum|: the norms divide the (B, M) scores, not the sums
-        cosine = matvec(sums, q) / torch.linalg.vector_norm(sums, dim=-1).clamp_min(1e-12)  # (B, M)
+        q = unit(F.linear(query, self.query_proj.weight))  # (B, d)
+        # cosine to the event mean = (sum . q) / |sum|: the norms divide the (B, M) scores, not the sums. The
+        # product runs over the whole contiguous table rows (B, M, d + 1) with q padded by a 0 for the count
+        # column (a strided (B, M, d) slice would be copied first)
+        dots = matvec(state.event_stats, F.pad(q, (0, 1)))  # (B, M)
+        cosine = dots / torch.linalg.vector_norm(state.event_stats[..., :d], dim=-1).clamp_min(1e-12)  # (B, M)
         top_scores, top_rows = torch.where(closed, cosine, float("-inf")).topk(self.top_k_events, dim=-1)
         top_ok = torch.isfinite(top_scores)  # (B, k_s)
         B = ids.shape[0]

@@ -46,9 +46,10 @@ def _fade(count: Tensor, n_new: Tensor, decay: float, capacity: float | None) ->
     keep = 1.0 - decay
     if capacity is None:
         return torch.full_like(count, keep)
-    kept = count * keep
-    room = (capacity - n_new).clamp(min=0) / kept.clamp(min=1e-12)
-    return torch.where(kept > 0, room.clamp(max=1.0) * keep, keep)
+    kept = count * keep if keep != 1.0 else count  # (x * 1 is x: the multiplications by keep = 1 are skipped)
+    room = (capacity - n_new).clamp_(min=0) / kept.clamp(min=1e-12)
+    room = room.clamp_(max=1.0)
+    return torch.where(kept > 0, room * keep if keep != 1.0 else room, keep)
 
 
 class OuterProductState(NamedTuple):
@@ -118,14 +119,14 @@ class OuterProductMemory(nn.Module):
 
     def read(self, state: OuterProductState, query: Tensor) -> Tensor:
         """Contraction M @ k(q): query (B, d) -> readout (B, d)."""
-        k_q = unit(self.query(query))  # (B, d)
+        k_q = unit(F.linear(query, self.query.weight))  # (B, d)
         return matvec(state.matrix, k_q)
 
     def propose(self, state: OuterProductState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
         """One candidate: the readout for the query (B, 1, d); valid where anything is stored. Pure."""
         readout = self.read(state, query)  # (B, d)
         mask = (state.count > 0)[:, None]  # (B, 1)
-        return readout[:, None], mask, {"readout_norm": readout.norm(dim=-1), "count": state.count}
+        return readout[:, None], mask, {"readout_norm": torch.linalg.vector_norm(readout, dim=-1), "count": state.count}
 
     supports_inplace = True  # receive(..., inplace=True): see Workspace.cycle
 
@@ -135,8 +136,8 @@ class OuterProductMemory(nn.Module):
         """Consolidate the broadcast items (B, k, d) into M (one call = one cycle). With ``inplace`` (no
         autograd) M is updated in the given state's tensor (no copy; ``state`` is consumed)."""
         B, k, _ = broadcast.shape
-        keys = unit(self.key(broadcast))  # (B, k, d)
-        values = self.value(broadcast)  # (B, k, d)
+        keys = unit(F.linear(broadcast, self.key.weight))  # (B, k, d)
+        values = F.linear(broadcast, self.value.weight)  # (B, k, d)
         if mask is None:
             n_new = broadcast.new_full((B,), self.rate * k)  # (B,)
         else:
@@ -148,8 +149,11 @@ class OuterProductMemory(nn.Module):
         # (one stream, or streams that write alike: the common case) it is baddbmm's scalar beta; else the
         # faded copy is fresh and the products are added into it in place. (beta = 0 would skip M, not
         # multiply it: a non-finite M must stay non-finite, so a zero factor takes the second path.)
-        uniform = B > 0 and (B == 1 or bool((f == f[0]).all()))
-        fade = float(f[0]) if uniform else 0.0
+        if B == 1:
+            fade = float(f[0])
+        else:  # one sync for both: the smallest and the largest factor
+            lo, hi = torch.stack(torch.aminmax(f)).tolist() if B > 0 else (0.0, 1.0)
+            fade = lo if lo == hi else 0.0
         # With ``inplace`` the same two paths write into state.matrix instead of a new tensor.
         inplace = inplace and not torch.is_grad_enabled()  # (an in-place write would break the graph)
         if fade != 0.0:
