@@ -4,6 +4,9 @@
     cogarch run env=graph_search env.num_vertices=50 agent=random
     cogarch run env=gym env.id=CartPole-v1 agent=random
     cogarch run -m env=story_qa,passkey agent=random,oracle      # a hydra sweep
+    cogarch train env=story_qa agent=workspace train.updates=2000 # imitation training, checkpoints
+    cogarch eval env=story_qa 'runs=[runs/train/<folder>]' baselines=[random,oracle]
+    cogarch experiment experiment=story_qa                         # train every agent, then eval them all
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-COMMANDS = ("run",)
+COMMANDS = ("run", "train", "eval", "experiment")
 USAGE = f"usage: cogarch {{{','.join(COMMANDS)}}} [hydra overrides...]   (try: cogarch run --help)"
 
 
@@ -24,16 +27,17 @@ def _run(cfg) -> dict:
     import environments  # noqa: F401  (registers the cogarch/* ids for env=gym)
     from cogarch.runner import format_table, run_episodes
 
+    _check_seed(cfg)
     if not isinstance(cfg.episodes, int) or cfg.episodes < 1:
         raise ValueError(f"episodes={cfg.episodes!r} must be an integer >= 1")
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed={cfg.seed!r} must be an integer >= 0")
+    out = _run_dir(cfg)
     hc = HydraConfig.get()
-    out = Path(hc.runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     env = hydra.utils.instantiate(cfg.env)
+    if not cfg.agent._target_.startswith("agents.baselines."):  # seed the initial weights of learned agents
+        import torch
+
+        torch.manual_seed(cfg.seed)
     # Agents see the env's spaces and, for fact-stream envs, its vocabulary (the names of the symbols).
     agent = hydra.utils.instantiate(
         cfg.agent, action_space=env.action_space, observation_space=env.observation_space, seed=cfg.seed,
@@ -49,8 +53,164 @@ def _run(cfg) -> dict:
     row = {"env": env_name, "agent": hc.runtime.choices.get("agent"), **summary}
     (out / "summary.json").write_text(json.dumps(row, indent=2) + "\n")
     print(format_table([row]))
-    print(f"run directory: {out}")
+    print(f"run directory: {out}" + (f" (trace: {out / 'trace.jsonl'})" if cfg.trace else ""))
     return row
+
+
+def _check_seed(cfg) -> None:
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ValueError(f"seed={cfg.seed!r} must be an integer >= 0")
+
+
+def _run_dir(cfg) -> Path:
+    """The hydra run folder, with the resolved config written into it."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return out
+
+
+def _train(cfg) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    _check_seed(cfg)
+    choices = HydraConfig.get().runtime.choices
+    return _train_from(cfg, _run_dir(cfg), {"env": choices.get("env"), "agent": choices.get("agent")})
+
+
+def _train_from(cfg, out: Path, names: dict) -> dict:
+    """Train the agent of a `train` config into ``out`` (resuming from its checkpoint if there is one)."""
+    import hydra.utils
+    from omegaconf import OmegaConf
+
+    import environments  # noqa: F401
+    from agents.data import union_vocab
+    from agents.train import train
+    from cogarch.runner import format_table, run_episodes
+
+    t = cfg.train
+    mix = [dict(m) for m in OmegaConf.to_container(t.mix, resolve=True)] or [{}]
+    envs = [hydra.utils.instantiate(cfg.env, **m) for m in mix]
+    vocab = union_vocab(e.unwrapped.vocab for e in envs)
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    agent = hydra.utils.instantiate(cfg.agent, vocab=envs[0].unwrapped.vocab, agent_vocab=vocab, seed=cfg.seed)
+    if not hasattr(agent, "episode_logits"):
+        raise ValueError(f"agent={names['agent']!r} cannot be trained; "
+                         "allowed: workspace, transformer")
+    print(f"{type(agent).__name__}: {agent.num_parameters():,} parameters; run folder {out}")
+    result = train(agent, envs, out, updates=t.updates, batch_size=t.batch_size, lr=t.lr,
+                   weight_decay=t.weight_decay, aux_weight=t.aux_weight, grad_clip=t.grad_clip, seed=cfg.seed,
+                   checkpoint_every=t.checkpoint_every, log_every=t.log_every, max_minutes=t.max_minutes,
+                   resume=t.resume, progress=cfg.progress)
+    result["parameters"] = agent.num_parameters()
+    print(f"checkpoint: {result['checkpoint']}  log: {result['log']}  last: {result['last']}")
+    if cfg.eval_episodes:
+        agent.bind_env(envs[0].unwrapped.vocab)
+        summary = run_episodes(envs[0], agent, cfg.eval_episodes, cfg.seed, out / "eval", trace=False,
+                               progress=cfg.progress)
+        row = {"env": names["env"], "agent": names["agent"], **summary}
+        print(format_table([row]))
+        result["eval"] = row
+    return result
+
+
+def _eval(cfg) -> list:
+    from hydra.core.hydra_config import HydraConfig
+
+    _check_seed(cfg)
+    return _eval_in(cfg, _run_dir(cfg), HydraConfig.get().runtime.choices.get("env"))
+
+
+def _eval_in(cfg, out: Path, env_name: str) -> list:
+    """Evaluate the runs and baselines of an `eval` config into ``out``."""
+    import hydra.utils
+    from omegaconf import OmegaConf
+
+    import environments  # noqa: F401
+    from agents.checkpoint import load_agent, resolve_run
+    from agents.evaluate import evaluate, markdown_table, write_report
+
+    if not isinstance(cfg.episodes, int) or cfg.episodes < 1:
+        raise ValueError(f"episodes={cfg.episodes!r} must be an integer >= 1")
+    out.mkdir(parents=True, exist_ok=True)
+    key, values = cfg.sweep.key, list(cfg.sweep["values"]) or [None]
+    if key is None and values != [None]:
+        raise ValueError(f"sweep.values={values} needs sweep.key (the env kwarg to vary)")
+    make_env = lambda v: hydra.utils.instantiate(cfg.env, **({key: v} if key else {}))
+    runs, labels = list(cfg.runs), list(cfg.labels)
+    if labels and len(labels) != len(runs):
+        raise ValueError(f"labels has {len(labels)} names for {len(runs)} runs; give one per run or none")
+    agents = {}
+    for i, run in enumerate(runs):
+        folder = resolve_run(run)
+        label = labels[i] if labels else folder.name
+        agents[label] = lambda env, run=run: load_agent(run, vocab=env.unwrapped.vocab)
+    configs = Path(__file__).resolve().parents[1] / "configs" / "agent"
+    for name in cfg.baselines:
+        path = configs / f"{name}.yaml"
+        if not path.is_file():
+            allowed = sorted(p.stem for p in configs.glob("*.yaml"))
+            raise ValueError(f"baseline {name!r} is not an agent config; allowed: {allowed}")
+        node = OmegaConf.load(path)
+        agents[name] = lambda env, node=node: hydra.utils.instantiate(
+            node, action_space=env.action_space, observation_space=env.observation_space, seed=cfg.seed,
+            vocab=getattr(env.unwrapped, "vocab", None))
+    if not agents:
+        raise ValueError("nothing to evaluate: give runs=[...] and/or baselines=[...]")
+    rows = evaluate(make_env, agents, values, cfg.episodes, cfg.seed, out, trace=cfg.trace, progress=cfg.progress,
+                    key=key)
+    paths = write_report(rows, out, key, f"{env_name}: {cfg.episodes} held-out episodes (seeds {cfg.seed}..)")
+    import pandas as pd
+
+    print(markdown_table(pd.read_csv(paths["csv"])))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return rows
+
+
+def _experiment(cfg) -> list:
+    """Train each agent of ``cfg.agents`` (label -> hydra overrides of train.yaml, one of them ``agent=...``; a
+    transformer is matched to the first agent's parameter count), then evaluate them with the baselines;
+    everything lands in one folder."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    out = _run_dir(cfg)
+    choices = HydraConfig.get().runtime.choices
+    env_overrides = [f"env={choices.get('env')}"]
+    runs, labels, params = [], [], None
+    for label, overrides in cfg.agents.items():
+        overrides = list(overrides)
+        if not any(o.startswith("agent=") for o in overrides):
+            raise ValueError(f"agents.{label}: its overrides must choose an agent (agent=workspace|transformer), "
+                             f"got {overrides}")
+        name = next(o.split("=", 1)[1] for o in overrides if o.startswith("agent="))
+        sub = compose(config_name="train", overrides=[*env_overrides, *overrides])
+        with open_dict(sub):
+            sub.seed, sub.dim, sub.progress, sub.eval_episodes = cfg.seed, cfg.dim, cfg.progress, 0
+            sub.env, sub.train = cfg.env, cfg.train
+            if name == "transformer" and params is not None and sub.agent.get("target_parameters") is None:
+                sub.agent.target_parameters = params  # the baseline gets the workspace agent's parameter count
+        run = out / f"train_{label}"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(sub, resolve=True))
+        print(f"== training {label} ({' '.join(overrides)}) in {run}")
+        result = _train_from(sub, run, {"env": choices.get("env"), "agent": label})
+        params = params if params is not None else result["parameters"]
+        runs.append(str(run))
+        labels.append(label)
+    ev = compose(config_name="eval", overrides=env_overrides)
+    with open_dict(ev):
+        ev.seed, ev.dim, ev.progress, ev.episodes, ev.trace = cfg.seed, cfg.dim, cfg.progress, cfg.episodes, False
+        ev.env = cfg.env
+        ev.runs, ev.labels, ev.baselines, ev.sweep = runs, labels, cfg.baselines, cfg.sweep
+    print("== evaluating")
+    return _eval_in(ev, out / "eval", choices.get("env"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     command, rest = argv[0], argv[1:]
-    task = hydra.main(config_path="pkg://configs", config_name="run", version_base="1.3")({"run": _run}[command])
+    config = {"experiment": "experiments"}.get(command, command)
+    task = hydra.main(config_path="pkg://configs", config_name=config, version_base="1.3")(
+        {"run": _run, "train": _train, "eval": _eval, "experiment": _experiment}[command])
     sys.argv = [f"cogarch {command}", *rest]
     task()
 

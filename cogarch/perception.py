@@ -10,12 +10,19 @@ Items, in order (n = 1 + number of image cells):
           starts at 0 (ReZero-style), so at init the fact item is exactly the symbolic triple code and the
           index layer decodes it; training opens the gate as far as the text helps.
   items 1..: with ``image=True``, one item per cell of the CNN's last feature map (5 x 5 = 25 at 75 px).
+
+With ``time=True`` the fact item also carries when it was seen: ``bind(time_code(step), role 3)`` (the Tensor
+Brain's time index; the index layer needs ``roles >= 4``). The time code is a unit vector of sinusoids of
+the step over wavelengths from 4 to 4,000 steps, so the codes of two steps are the more alike the closer the
+steps are: attention from a query that carries "now" prefers recent items (recency, as in the temporal
+context model of free recall).
 """
 
 # B batch, n sensory items, d model dim, L text length, H W image height width, h w feature-map cells, c channels
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import einops
@@ -64,7 +71,10 @@ class Perception(nn.Module):
         image_size: H = W of the images; ``16 <= image_size <= 1024``.
     """
 
-    def __init__(self, index_layer: IndexLayer, dim: int, text: bool = True, image: bool = False, image_size: int = 75):
+    TIME_ROLE = 3
+
+    def __init__(self, index_layer: IndexLayer, dim: int, text: bool = True, image: bool = False, image_size: int = 75,
+                 time: bool = False):
         super().__init__()
         if not isinstance(index_layer, IndexLayer):
             raise ValueError(f"index_layer must be an IndexLayer, got {type(index_layer).__name__}")
@@ -72,8 +82,15 @@ class Perception(nn.Module):
             raise ValueError(f"dim={dim!r} is not allowed; it must equal index_layer.dim={index_layer.dim}")
         if isinstance(image_size, bool) or not isinstance(image_size, int) or not 16 <= image_size <= 1024:
             raise ValueError(f"image_size={image_size!r} is out of range; allowed: integer 16 <= image_size <= 1024")
+        if time and index_layer.num_roles <= self.TIME_ROLE:
+            raise ValueError(f"time=True binds the step to role {self.TIME_ROLE}; the index layer has only "
+                             f"roles={index_layer.num_roles} (allowed: roles >= {self.TIME_ROLE + 1})")
         self.index_layer = index_layer
         self.dim = dim
+        self.time = bool(time)
+        half = max(dim // 2, 1)
+        wavelengths = 4.0 * 1000.0 ** (torch.arange(half) / max(half - 1, 1))  # 4 .. 4,000 steps
+        self.register_buffer("time_freq", 2 * math.pi / wavelengths, persistent=False)
         self.text = bool(text)
         self.image = bool(image)
         self.image_size = image_size
@@ -100,6 +117,12 @@ class Perception(nn.Module):
         return 1 + (self.cells**2 if self.image else 0)
 
     # ------------------------------------------------------------------ encoders
+    def time_code(self, step: Tensor) -> Tensor:
+        """(B,) step index -> (B, d) unit vector; ``time_code(s) . time_code(t)`` falls as ``|s - t|`` grows."""
+        phase = step.to(self.time_freq.dtype)[:, None] * self.time_freq  # (B, d / 2)
+        code = torch.cat([phase.sin(), phase.cos()], dim=-1)[:, : self.dim]
+        return F.pad(code, (0, self.dim - code.shape[-1])) / math.sqrt(self.time_freq.numel())
+
     def encode_text(self, text_ids: Tensor) -> Tensor:
         """(B, L) long byte ids (+1, 0 = pad) -> (B, d), before the gate. An all-padding row encodes the bias."""
         mask = (text_ids != TEXT_PAD).float()  # (B, L)
@@ -125,6 +148,10 @@ class Perception(nn.Module):
         if "fact" not in obs:
             raise KeyError("obs must hold 'fact' (B, 3) long")
         item = self.index_layer.encode_triple(obs["fact"].long())  # (B, d)
+        if self.time:
+            if "step" not in obs:
+                raise KeyError("Perception(time=True) needs obs['step'] (B,) long: the step index of the fact")
+            item = item + self.index_layer.bind(self.time_code(obs["step"]), self.TIME_ROLE)
         if self.text:
             if "text_ids" not in obs:
                 raise KeyError("Perception(text=True) needs obs['text_ids'] (B, L) long; see Perception.tensorize")

@@ -28,9 +28,11 @@ def summarize(episodes: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     n = len(episodes)
     steps = sum(e["steps"] for e in episodes)
     successes = [e["success"] for e in episodes if e["success"] is not None]
+    answered = sum(e.get("answer_steps", 0) for e in episodes)
     return {
         "episodes": n,
         "success_rate": (sum(successes) / len(successes)) if successes else None,
+        "answer_accuracy": sum(e.get("correct_steps", 0) for e in episodes) / answered if answered else None,
         "mean_reward": (sum(e["reward"] for e in episodes) / n) if n else None,
         "env_steps": steps,
         "steps_per_s": steps / wall_s if wall_s > 0 else None,

@@ -13,7 +13,11 @@ One cycle, for a batch of independent episodes:
 3. broadcast: the k winners go to every memory's ``receive`` (working memory writes them competitively,
    long-term memory consolidates them, neural memory learns them at test time, episodic memory
    observes them and may cut an event);
-4. act: the motor head reads the conscious state and the broadcast and gives action logits.
+4. act: the motor head reads the conscious state, the broadcast and what memories offer for action
+   (``motor_context``: working memory's slots) and gives action logits.
+
+Scale: candidates enter the competition RMS-normalised, and the conscious state is RMS-normalised, so no
+module wins by the size of its vector and repeated broadcasts cannot grow the state without bound.
 
 Axes: B batch, n sensory items, N candidates, k winners, d model dim, A actions.
 """
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cogarch.bottleneck import Bottleneck, BottleneckOutput
@@ -70,26 +75,54 @@ class CycleOutput(NamedTuple):
 
 
 class MotorHead(nn.Module):
-    """Action logits from the conscious state and what was broadcast.
+    """Action logits from the conscious state, what was broadcast and working memory.
 
-    Inputs: ``conscious`` (B, d); ``context`` (B, m, d) with ``mask`` (B, m) (the winners, and any other
-    items the agent passes). Outputs: logits (B, A). It attends from the conscious state over the context,
-    then maps [conscious; read] to the actions. Arguments: ``dim`` (>= 1), ``num_actions`` (>= 1).
+    Inputs: ``conscious`` (B, d); ``context`` (B, m, d) with ``mask`` (B, m) (the winners and the used
+    working-memory slots, see ``Workspace.cycle``). Outputs: logits (B, A). It attends from the conscious
+    state over the context, then maps [conscious; read] to the actions through an MLP.
+
+    With ``concepts`` (an index layer whose concepts are the actions, e.g. the env's vocabulary) it is also a
+    pointer (DESIGN.md: "a pointer over input items where the answer is one of them"): the read item is
+    unbound in each role and matched against the concept embeddings, ``sum_r g_r(conscious) (unbind(read, r)
+    . E_a)``, so an answer that sits in an attended fact's subject, relation or object role is named directly.
+    The role gates g start at 0 (the head starts as the plain MLP).
+
+    Arguments: ``dim`` (>= 1), ``num_actions`` (>= 1), ``concepts`` (optional index layer with
+    ``num_concepts == num_actions``).
     """
 
-    def __init__(self, dim: int, num_actions: int):
+    def __init__(self, dim: int, num_actions: int, concepts: nn.Module | None = None):
         super().__init__()
         if dim < 1 or num_actions < 1:
             raise ValueError(f"dim={dim} and num_actions={num_actions} must both be >= 1")
+        if concepts is not None and (concepts.num_concepts != num_actions or concepts.dim != dim):
+            raise ValueError(f"concepts has {concepts.num_concepts} concepts of dim {concepts.dim}; the pointer "
+                             f"needs num_actions={num_actions} of dim {dim}")
         self.query = nn.Linear(dim, dim)
         self.out = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, num_actions))
         self.scale = dim**-0.5
+        self.concepts = concepts
+        if concepts is not None:
+            self.role_gate = nn.Linear(dim, concepts.num_roles)
+            nn.init.zeros_(self.role_gate.weight)
+            nn.init.zeros_(self.role_gate.bias)
 
     def forward(self, conscious: Tensor, context: Tensor, mask: Tensor) -> Tensor:
-        scores = torch.bmm(context, self.query(conscious).unsqueeze(-1)).squeeze(-1) * self.scale  # (B, m)
+        # the layers' functions on their weights directly: at batch 1 the modules' call overhead is a
+        # sizeable part of the head's cost (the same arithmetic)
+        query = F.linear(conscious, self.query.weight, self.query.bias)  # (B, d)
+        scores = torch.bmm(context, query.unsqueeze(-1)).squeeze(-1) * self.scale  # (B, m)
         weights = torch.softmax(torch.where(mask, scores, -1e30), dim=-1) * mask
         read = torch.bmm(weights.unsqueeze(1), context).squeeze(1)  # (B, d)
-        return self.out(torch.cat([conscious, read], dim=-1))
+        hidden, _, out = self.out
+        h = F.gelu(F.linear(torch.cat([conscious, read], dim=-1), hidden.weight, hidden.bias))
+        logits = F.linear(h, out.weight, out.bias)
+        if self.concepts is None:
+            return logits
+        gates = F.linear(conscious, self.role_gate.weight, self.role_gate.bias)  # (B, r)
+        roles = read.unsqueeze(1) * self.concepts.role_vectors  # (B, r, d) unbind: each entry of R is +-1
+        pointed = torch.einsum("br,brd,ad->ba", gates, roles, self.concepts.embeddings)  # (B, A)
+        return logits + pointed
 
 
 class Workspace(nn.Module):
@@ -161,13 +194,19 @@ class Workspace(nn.Module):
             parts.append(cands)
             masks.append(mask)
             proposals[memory.source] = info
-        candidates = torch.cat(parts, dim=1)  # (B, N, d)
-        mask = torch.cat(masks, dim=1)  # (B, N)
+        # Every proposal enters at the same scale (RMS 1): the competition is on direction, not size, so a
+        # memory whose readout grows with what it stores (an outer-product sum) cannot win by magnitude and
+        # feed its own growth through the broadcast.
+        raw = torch.cat(parts, dim=1)  # (B, N, d)
+        candidates = F.rms_norm(raw, (self.dim,), eps=1e-6)
+        # An empty proposal (a zero vector, e.g. a memory read with a zero query) carries nothing and may not
+        # win: broadcast, it would be written into working memory as a "used" slot holding nothing.
+        mask = torch.cat(masks, dim=1) & (raw.abs().amax(-1) > 1e-12)  # (B, N)
         ids, names = self._source_ids(tuple(p.shape[1] for p in parts), sensory.device)
-        key_bias = self.source_embedding(ids).unsqueeze(0)  # (1, N, d)
-        # 2. compete
-        sel = self.bottleneck(state.conscious, candidates, mask, key_bias=key_bias)
-        broadcast = torch.gather(candidates, 1, sel.winners.unsqueeze(-1).expand(-1, -1, self.dim))  # (B, k, d)
+        key_bias = F.embedding(ids, self.source_embedding.weight).unsqueeze(0)  # (1, N, d)
+        # 2. compete (the bottleneck's forward, which also gives the winners themselves (B, k, d))
+        sel, broadcast = self.bottleneck.select(state.conscious, candidates, mask, key_bias=key_bias)
+        sel = sel._replace(summary=F.rms_norm(sel.summary, (self.dim,), eps=1e-6))  # the conscious state, RMS 1
         aux = self.bottleneck.aux_loss(state.conscious, sel.summary)
         # 3. broadcast
         memories, receipts = {}, {}
@@ -177,7 +216,16 @@ class Workspace(nn.Module):
                 state.memories[memory.source], broadcast, sel.winner_mask, **extra
             )
         # 4. act
-        logits = self.motor(sel.summary, broadcast, sel.winner_mask)
+        context, context_mask = [broadcast], [sel.winner_mask]
+        for memory in self.memories:  # memories that hold items for action (working memory's slots)
+            if hasattr(memory, "motor_context"):
+                items, item_mask = memory.motor_context(memories[memory.source])
+                context.append(F.rms_norm(items, (self.dim,), eps=1e-6))
+                context_mask.append(item_mask)
+        if len(context) > 1:
+            logits = self.motor(sel.summary, torch.cat(context, dim=1), torch.cat(context_mask, dim=1))
+        else:
+            logits = self.motor(sel.summary, broadcast, sel.winner_mask)
         new_state = WorkspaceState(sel.summary, broadcast, sel.winner_mask, sensory, memories, state.step + 1)
         return new_state, CycleOutput(logits, candidates, sel, mask, names, aux.detach(), aux, proposals, receipts)
 

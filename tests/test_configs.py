@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 import environments  # noqa: F401
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+LEARNED = ("workspace", "transformer", "pretrained")  # agents that need the env's vocabulary
 
 
 def options(group):
@@ -31,6 +33,14 @@ def test_compose_and_instantiate(env, agent):
     with initialize_config_module(config_module="configs", version_base="1.3"):
         cfg = compose(config_name="run", overrides=[f"env={env}", f"agent={agent}"])
     e = instantiate(cfg.env)
+    if agent in LEARNED and getattr(e.unwrapped, "vocab", None) is None:  # they need a fact-stream env
+        with pytest.raises(InstantiationException, match="fact-stream env"):
+            instantiate(cfg.agent, action_space=e.action_space, vocab=None)
+        return
+    if agent == "pretrained" and env != "story_qa":  # the shipped checkpoint knows StoryQA's symbols only
+        with pytest.raises(InstantiationException, match="does not know"):
+            instantiate(cfg.agent, vocab=e.unwrapped.vocab)
+        return
     a = instantiate(cfg.agent, action_space=e.action_space, observation_space=e.observation_space, seed=cfg.seed,
                     vocab=getattr(e.unwrapped, "vocab", None))
     obs, info = e.reset(seed=0)

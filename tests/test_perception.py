@@ -137,3 +137,24 @@ def test_constructor_validation():
         Perception(layer, 32, image=True, image_size=8)
     with pytest.raises(ValueError, match="index_layer"):
         Perception(None, 32)
+
+
+def test_time_code_prefers_recent_steps_and_keeps_the_triple_decodable():
+    from cogarch.index_layer import IndexLayer
+    from cogarch.perception import Perception
+
+    vocab = [f"c{i}" for i in range(50)]
+    layer = IndexLayer(vocab, 256, roles=4)
+    perception = Perception(layer, 256, text=False, time=True)
+    codes = perception.time_code(torch.arange(0, 400))
+    sim = codes @ codes[-1]  # similarity of every step to "now" (step 399)
+    assert torch.allclose(codes.norm(dim=-1), torch.ones(400), atol=1e-5)
+    assert (sim[-1] > sim[-2] > sim[-5] > sim[-20] > sim[-100]).item()
+    facts = torch.tensor([[3, 7, 11], [20, 21, 22]])
+    items = perception({"fact": facts, "step": torch.tensor([5, 300])})
+    ids, _ = layer.decode_triple(items[:, 0])
+    assert ids.tolist() == facts.tolist()
+    with pytest.raises(ValueError, match="roles"):
+        Perception(IndexLayer(vocab, 32), 32, text=False, time=True)
+    with pytest.raises(KeyError, match="step"):
+        perception({"fact": facts})

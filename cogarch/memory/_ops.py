@@ -9,8 +9,15 @@ from torch import Tensor
 def unit(x: Tensor, eps: float = 1e-12) -> Tensor:
     """``F.normalize(x, dim=-1, eps=eps)``, the same formula, without going through ``torch.norm``'s Python
     wrapper: the memories normalise a dozen small tensors per cycle, where that wrapper costs more than
-    the arithmetic."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
+    the arithmetic.
+
+    Under autograd, a vector shorter than ``eps`` (an empty slot, an unused event row) maps to zero with a zero
+    gradient: the clamped formula's gradient there is 1 / eps (1e8 at eps 1e-8), which blows up training."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    if not x.requires_grad:
+        return x / norm.clamp_min(eps)
+    big = norm > eps
+    return torch.where(big, x / torch.where(big, norm, 1.0), 0.0)
 
 
 def matvec(x: Tensor, v: Tensor) -> Tensor:

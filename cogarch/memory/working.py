@@ -34,6 +34,10 @@ class WorkingMemoryState(NamedTuple):
     slots: Tensor  # (B, K, d) slot contents
     usage: Tensor  # (B, K) in [0, 1]: how much has been written into each slot (0 = free)
     age: Tensor  # (B, K) cycles since each slot was last written (recency, for least-recently-used)
+    # (B, K, d) W_k slots, a cache of the slot keys that read and write share (each cycle's write updates the
+    # rows it writes). Used only without autograd; under autograd the keys are recomputed from the slots, so
+    # gradients reach W_k and changed weights take effect. None = not cached (computed from the slots).
+    keys: Tensor | None = None
 
 
 class WorkingMemory(nn.Module):
@@ -47,7 +51,8 @@ class WorkingMemory(nn.Module):
         ``{"read_weights": (B, K), "usage": (B, K)}``; ``receive`` -> new state and
         ``{"write_weights": (B, k, K)}``; ``read`` -> ((B, d), weights (B, K)).
     State:
-        :class:`WorkingMemoryState` ``(slots (B, K, d), usage (B, K), age (B, K))``; its size never grows.
+        :class:`WorkingMemoryState` ``(slots (B, K, d), usage (B, K), age (B, K), keys (B, K, d))``; its size
+        never grows. ``keys`` caches ``W_k slots`` for inference (see the state's field comment).
 
     Write (one broadcast item x at a time, in broadcast order, so k distinct items take k slots)::
 
@@ -133,35 +138,47 @@ class WorkingMemory(nn.Module):
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device=None) -> WorkingMemoryState:
         zeros = torch.zeros(batch_size, self.slots, device=device)
-        return WorkingMemoryState(torch.zeros(batch_size, self.slots, self.dim, device=device), zeros, zeros.clone())
+        slots = torch.zeros(batch_size, self.slots, self.dim, device=device)
+        return WorkingMemoryState(slots, zeros, zeros.clone(), slots.clone())  # the keys of zero slots are zero
 
     def end_episode(self, state: WorkingMemoryState) -> WorkingMemoryState:
         if self.persistent:
             return state
-        return WorkingMemoryState(*(torch.zeros_like(t) for t in state))
+        return WorkingMemoryState(*(None if t is None else torch.zeros_like(t) for t in state))
+
+    def _slot_keys(self, state: WorkingMemoryState) -> Tensor:
+        """W_k slots (B, K, d): the state's cache without autograd, else computed from the slots."""
+        if state.keys is None or torch.is_grad_enabled():
+            return F.linear(state.slots, self.key.weight)
+        return state.keys
 
     # ------------------------------------------------------------------ read
     def read(self, state: WorkingMemoryState, query: Tensor) -> tuple[Tensor, Tensor]:
         """Attention read. query (B, d) -> (readout (B, d), weights (B, K)); zeros if no slot is used."""
-        weights = self._read_weights(state, query)
+        weights = self._read_weights(state, query, state.usage > USED)
         return torch.bmm(weights.unsqueeze(1), state.slots).squeeze(1), weights
 
-    def _read_weights(self, state: WorkingMemoryState, query: Tensor) -> Tensor:
-        q = unit(self.query(query)) / self.temperature  # (B, d)
-        keys = unit(self.key(state.slots))  # (B, K, d)
+    def _read_weights(self, state: WorkingMemoryState, query: Tensor, used: Tensor) -> Tensor:
+        q = unit(F.linear(query, self.query.weight)) / self.temperature  # (B, d)
+        keys = unit(self._slot_keys(state))  # (B, K, d)
         logits = matvec(keys, q)  # (B, K)
-        logits = torch.where(state.usage > USED, logits, float("-inf"))  # only used slots are read
+        logits = torch.where(used, logits, float("-inf"))  # only used slots (B, K) are read
         return torch.softmax(logits, dim=-1).nan_to_num(0.0)  # rows with no used slot -> all zero
 
     def propose(self, state: WorkingMemoryState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
         """The K slots as candidates (B, K, d), mask = used slots (B, K). Pure read."""
-        weights = self._read_weights(state, query)  # the readout itself is not a candidate
-        return state.slots, state.usage > USED, {"read_weights": weights, "usage": state.usage}
+        used = state.usage > USED
+        weights = self._read_weights(state, query, used)  # the readout itself is not a candidate
+        return state.slots, used, {"read_weights": weights, "usage": state.usage}
+
+    def motor_context(self, state: WorkingMemoryState) -> tuple[Tensor, Tensor]:
+        """What the motor head may read when it acts: the slots (B, K, d) and which are used (B, K)."""
+        return state.slots, state.usage > USED
 
     # ------------------------------------------------------------------ write
     def write_weights(self, state: WorkingMemoryState, x: Tensor) -> Tensor:
         """Competitive write weights of one input per example: x (B, d) -> w (B, K) (see class doc)."""
-        sim = matvec(self._address(state.slots), self._address(x))
+        sim = matvec(unit(self._slot_keys(state), eps=1e-8), self._address(x))
         return self._compete(sim, state.usage, state.age)[0]
 
     def _address(self, x: Tensor) -> Tensor:
@@ -209,45 +226,97 @@ class WorkingMemory(nn.Module):
         ``state`` is consumed); otherwise it has no effect."""
         B, k, d = broadcast.shape
         valid = broadcast.new_ones(B, k) if mask is None else mask.to(broadcast.dtype)  # (B, k)
+        if self.top_k is not None and not torch.is_grad_enabled():
+            return self._receive_sparse(state, broadcast, valid, inplace)
         # What depends on the inputs alone is computed for all k at once; the loop keeps their order.
         addresses = self._address(broadcast)  # (B, k, d)
         gate_x = self.gate_x(broadcast).unsqueeze(2)  # (B, k, 1, d)
         items = broadcast.unsqueeze(2)  # (B, k, 1, d)
-        slots, usage, age = state
+        slots, usage, age = state.slots, state.usage, state.age
         full = torch.ones_like(usage)
         all_w = []
-        if self.top_k is not None and not torch.is_grad_enabled():
-            # Without autograd a top-k write changes only the top_k chosen slots (the others move by exactly
-            # 0), so only their gates and addresses are computed: top_k instead of K rows of d x d products.
-            # The slots (a fresh copy unless inplace) and their addresses are updated in place row by row.
-            slots, slot_addr = (slots if inplace else slots.clone()), self._address(slots)  # (B, K, d) each
-            for i in range(k):
-                sim = matvec(slot_addr, addresses[:, i])  # (B, K) cosine
-                w, _, top = self._compete(sim, usage, age, valid[:, i, None])
-                rows = top.unsqueeze(-1).expand(-1, -1, d)  # (B, top_k, d)
-                chosen = slots.gather(1, rows)
-                gate = torch.sigmoid(gate_x[:, i] + F.linear(chosen, self.gate_s.weight))  # (B, top_k, d)
-                # the weights of the chosen slots (a single winner's is exactly 1, or 0 if masked)
-                w_top = valid[:, i, None, None] if self.top_k == 1 else w.gather(1, top).unsqueeze(-1)
-                chosen = torch.lerp(chosen, items[:, i], w_top * gate)
-                slots.scatter_(1, rows, chosen)
-                if i < k - 1:  # the next item competes against the new contents
-                    slot_addr.scatter_(1, rows, self._address(chosen))
-                usage = usage.lerp(full, w)  # usage + w (1 - usage)
-                age = age.addcmul(age, w, value=-1)  # age (1 - w)
-                all_w.append(w)
-        else:
-            # Slot keys and gate pre-activations of all K slots, in one product per item.
-            key_gate = torch.cat([self.key.weight, self.gate_s.weight])  # (2d, d)
-            for i in range(k):
-                slot_key, slot_gate = F.linear(slots, key_gate).split(d, dim=-1)  # (B, K, d) each
-                sim = matvec(unit(slot_key, eps=1e-8), addresses[:, i])  # (B, K) cosine
-                w, w_fast, _ = self._compete(sim, usage, age, valid[:, i, None])  # (B, K)
-                gate = torch.sigmoid(gate_x[:, i] + slot_gate)  # (B, K, d)
-                slots = torch.lerp(slots, items[:, i], w.unsqueeze(-1) * gate)  # slot + w g (x - slot)
-                usage = usage.lerp(full, w_fast)  # usage + w (1 - usage)
-                age = age.addcmul(age, w_fast, value=-1)  # age (1 - w)
-                all_w.append(w)
+        # Slot keys and gate pre-activations of all K slots, in one product per item.
+        key_gate = torch.cat([self.key.weight, self.gate_s.weight])  # (2d, d)
+        for i in range(k):
+            slot_key, slot_gate = F.linear(slots, key_gate).split(d, dim=-1)  # (B, K, d) each
+            sim = matvec(unit(slot_key, eps=1e-8), addresses[:, i])  # (B, K) cosine
+            w, w_fast, _ = self._compete(sim, usage, age, valid[:, i, None])  # (B, K)
+            gate = torch.sigmoid(gate_x[:, i] + slot_gate)  # (B, K, d)
+            slots = torch.lerp(slots, items[:, i], w.unsqueeze(-1) * gate)  # slot + w g (x - slot)
+            usage = usage.lerp(full, w_fast)  # usage + w (1 - usage)
+            age = age.addcmul(age, w_fast, value=-1)  # age (1 - w)
+            all_w.append(w)
+        with torch.no_grad():  # the key cache of the next inference cycle (autograd recomputes it)
+            keys = F.linear(slots.detach(), self.key.weight)
         age = age + 1  # one cycle passed for every slot
         write = torch.stack(all_w, dim=1) if all_w else broadcast.new_zeros(B, 0, self.slots)
-        return WorkingMemoryState(slots, usage, age), {"write_weights": write}  # (B, k, K)
+        return WorkingMemoryState(slots, usage, age, keys), {"write_weights": write}  # (B, k, K)
+
+    def _receive_sparse(self, state: WorkingMemoryState, broadcast: Tensor, valid: Tensor,
+                        inplace: bool) -> tuple[WorkingMemoryState, dict]:
+        """``receive`` without autograd, top-k write: the same numbers (up to rounding) in fewer operations.
+
+        A top-k write changes only the top_k chosen slots (the others move by exactly 0), so only their gates
+        and keys are computed: top_k instead of K rows of d x d products. The slots and their keys (fresh
+        contiguous copies unless ``inplace``) and the slots' write addresses are updated in place row by row. The
+        per-item tensors are kept (B, 1, K) / (B, top_k, d), so that no step needs a reshape, and the
+        match sigmoid's shift and scale ride on the similarity product (its bias and the inputs' scale)."""
+        B, k, d = broadcast.shape
+        K, top_k = self.slots, self.top_k
+        slots, usage, age = state.slots, state.usage.unsqueeze(1), state.age.unsqueeze(1)  # (B, 1, K)
+        keys = self._slot_keys(state)  # (B, K, d)
+        if not inplace or not slots.is_contiguous():
+            slots = slots.clone(memory_format=torch.contiguous_format)
+        if (keys is state.keys and not inplace) or not keys.is_contiguous():
+            keys = keys.clone(memory_format=torch.contiguous_format)
+        slot_addr = unit(keys, eps=1e-8)  # (B, K, d)
+        # rows of the (B K, d) views: whole rows are copied (index_select / index_copy_ on dim 0 are several
+        # times faster than gather / scatter_ along dim 1 at large batch)
+        flat_slots, flat_keys, flat_addr = slots.view(B * K, d), keys.view(B * K, d), slot_addr.view(B * K, d)
+        base = torch.arange(0, B * K, K, device=slots.device).view(B, 1)  # (B, 1) each stream's first row
+        slot_addr_t = slot_addr.transpose(1, 2)  # (B, d, K), a view: the row updates show through
+        # (sim - threshold) / width = addr_x / width . addr_slot - threshold / width
+        shift = broadcast.new_full((1, 1, 1), -self.match_threshold / self.MATCH_WIDTH)
+        addresses = (self._address(broadcast) * (1.0 / self.MATCH_WIDTH)).unsqueeze(2).unbind(1)  # k x (B, 1, d)
+        gate_x = self.gate_x(broadcast)  # (B, k, d)
+        if top_k == 1:  # a masked item's gate is 0 (sigmoid(-inf)): its slot moves by exactly 0
+            gate_x = gate_x.masked_fill(valid.unsqueeze(-1) == 0, float("-inf"))
+        gate_x, items = gate_x.unsqueeze(2).unbind(1), broadcast.unsqueeze(2).unbind(1)  # k x (B, 1, d)
+        valid_w = valid.view(B, k, 1, 1).unbind(1)  # k x (B, 1, 1)
+        full = torch.ones_like(usage)
+        all_w = []
+        for i in range(k):
+            match = torch.baddbmm(shift, addresses[i], slot_addr_t).sigmoid_()  # (B, 1, K)
+            score = self._score(match, usage, age)  # (B, 1, K)
+            if top_k == 1:  # the renormalised weight of a single winner is exactly 1 (0 if not valid)
+                top = score.argmax(-1, keepdim=True)  # (B, 1, 1)
+                w = torch.zeros_like(score).scatter_(-1, top, valid_w[i])
+            else:
+                soft = torch.softmax(score / self.temperature, dim=-1)  # the slots compete for x
+                top = score.topk(top_k, dim=-1).indices  # (B, 1, top_k)
+                w = torch.zeros_like(score).scatter_(-1, top, soft.gather(-1, top))
+                w = w / w.sum(-1, keepdim=True) * valid_w[i]
+            rows = (top.view(B, top_k) + base).view(-1)  # (B top_k,) the chosen rows
+            chosen = flat_slots.index_select(0, rows).view(B, top_k, d)
+            gate = F.linear(chosen, self.gate_s.weight).add_(gate_x[i]).sigmoid_()  # (B, top_k, d)
+            if top_k != 1:  # the weights of the chosen slots
+                gate = gate.mul_(w.gather(-1, top).view(B, top_k, 1))
+            chosen = torch.lerp(chosen, items[i], gate).view(-1, d)  # slot + w g (x - slot)
+            flat_slots.index_copy_(0, rows, chosen)
+            chosen_keys = F.linear(chosen, self.key.weight)
+            flat_keys.index_copy_(0, rows, chosen_keys)
+            if i < k - 1:  # the next item competes against the new contents
+                flat_addr.index_copy_(0, rows, unit(chosen_keys, eps=1e-8))
+            usage = usage.lerp(full, w)  # usage + w (1 - usage)
+            age = age.addcmul(age, w, value=-1)  # age (1 - w)
+            all_w.append(w)
+        age = age + 1  # one cycle passed for every slot
+        write = torch.cat(all_w, dim=1) if all_w else broadcast.new_zeros(B, 0, K)  # (B, k, K)
+        return WorkingMemoryState(slots, usage.squeeze(1), age.squeeze(1), keys), {"write_weights": write}
+
+    def _score(self, match: Tensor, usage: Tensor, age: Tensor) -> Tensor:
+        """The write score of every slot (..., K) from its match, usage and age (see the class doc):
+        match - resist (1 - match) + tie_break, resist = usage * usage_penalty * (1 - stale / 2)."""
+        rank = age.argsort(dim=-1, stable=True).argsort(dim=-1)  # (..., K) 0 = most recent
+        resist = usage * self.resist_by_rank.take(rank)
+        return torch.addcmul(match + self.tie_break, resist, match).sub_(resist)

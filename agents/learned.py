@@ -1,0 +1,164 @@
+"""What the trained agents share: a torch model over the agent's vocabulary, the env <-> agent id map, the
+act loop for one env, and weights saved as safetensors.
+
+A learned agent implements two methods on top of :class:`LearnedAgent`:
+
+- ``step_logits(state, facts (B, 3), phase (B,)) -> (logits (B, V), state, records)``: one env step, online;
+- ``episode_logits(batch: StepBatch) -> (logits (B, T, V), aux_loss scalar)``: a whole padded batch of
+  episodes, teacher-forced, for training (the same numbers as calling ``step_logits`` step by step).
+
+``act`` answers ``<none>`` (id 0) while reading, as every cogarch env expects (reading actions are not
+scored), and while answering takes the argmax over the symbols the env has.
+
+Axes: B batch, T steps, V the agent's vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from contextlib import contextmanager
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from agents.data import StepBatch, VocabMap
+from cogarch.trace import CycleRecord
+
+WEIGHTS = "model.safetensors"
+
+
+class LearnedAgent:
+    """Base of the trained agents. Subclasses set ``self.model`` (an ``nn.Module``) in ``__init__``.
+
+    Args:
+        vocab: the agent's concept names (its output symbols); by default the env's ``vocab``.
+        agent_vocab: a vocabulary to use instead of the env's (e.g. the union over a curriculum); the env's
+            symbols must all be in it.
+        checkpoint: a folder written by ``cogarch train`` (or a ``model.safetensors`` file) to load weights from.
+        seed: torch seed for the initial weights.
+    """
+
+    def __init__(self, vocab: Sequence[str] | None, agent_vocab: Sequence[str] | None = None, seed: int = 0):
+        if agent_vocab is None and vocab is None:
+            raise ValueError("a learned agent needs a vocabulary: pass vocab (the env's) or agent_vocab")
+        self.vocab = tuple(agent_vocab if agent_vocab is not None else vocab)
+        self.env_map = VocabMap(self.vocab, vocab if vocab is not None else self.vocab)
+        self.seed = int(seed)
+        self.model: nn.Module
+
+    # ------------------------------------------------------------------ to implement
+    def step_logits(self, state: Any, facts: Tensor, phase: Tensor) -> tuple[Tensor, Any, list[CycleRecord]]:
+        raise NotImplementedError
+
+    def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def initial_state(self, seed: int | None = None, batch_size: int = 1) -> Any:
+        raise NotImplementedError
+
+    def end_episode(self, state: Any) -> Any:
+        return None
+
+    # ------------------------------------------------------------------ acting in one env
+    def bind_env(self, env_vocab: Sequence[str]) -> None:
+        """Act in an env with this vocabulary from now on (its symbols must be known to the agent)."""
+        self.env_map = VocabMap(self.vocab, env_vocab)
+
+    @torch.no_grad()  # not inference_mode: its tensors could not be reused by a later training step
+    def act(self, obs: dict, state: Any, info: dict[str, Any]) -> tuple[int, Any, list[CycleRecord]]:
+        self.model.eval()
+        facts = torch.as_tensor(self.env_map.facts(obs["fact"]))[None]  # (1, 3)
+        phase = int(obs["phase"])
+        logits, state, records = self.step_logits(state, facts, torch.tensor([phase]))
+        if phase == 0:
+            action = 0  # <none>: reading steps are not scored
+        else:
+            allowed = torch.as_tensor(self.env_map.to_agent[2:])  # never <none> (0) or ? (1) as an answer
+            agent_action = int(allowed[logits[0, allowed].argmax()])
+            action = self.env_map.action_to_env(agent_action)
+        return action, state, [dataclasses.replace(rec, action=action) for rec in records]
+
+    # ------------------------------------------------------------------ weights
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors`` (weights, the vocabulary in its metadata) into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().clone() for k, v in self.model.state_dict().items()}
+        meta = {"vocab": json.dumps(self.vocab), "class": type(self).__name__, **(extra or {})}
+        path = folder / WEIGHTS
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
+        tmp.replace(path)  # a crash mid-write never leaves a half file under the real name
+        readable(path)
+        return path
+
+    def load(self, path: str | Path) -> "LearnedAgent":
+        """Load weights saved by :meth:`save` (a folder or the file). Never unpickles. Errors name the file,
+        and for a model of another shape the tensors that do not fit."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+
+        path = Path(path)
+        file = path / WEIGHTS if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"no checkpoint at {file}")
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(file))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"checkpoint {file} is corrupt or truncated: {err}") from err
+        saved_vocab = tuple(json.loads(meta.get("vocab", "[]")))
+        if saved_vocab and saved_vocab != self.vocab:
+            raise ValueError(
+                f"checkpoint {file} was trained with a {len(saved_vocab)}-symbol vocabulary that differs from this "
+                f"agent's ({len(self.vocab)} symbols); build the agent with agent_vocab from the checkpoint's config"
+            )
+        own = self.model.state_dict()
+        bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+               for k, v in tensors.items() if k in own and own[k].shape != v.shape]
+        missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+        if bad or missing or unexpected:
+            raise ValueError(f"checkpoint {file} does not fit this agent: mismatched shapes {bad}; "
+                             f"missing {missing[:8]}; unexpected {unexpected[:8]}")
+        self.model.load_state_dict(tensors)
+        return self
+
+
+def answer_loss(logits: Tensor, batch: StepBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """Cross-entropy of the oracle action at the answering steps, and answer accuracy.
+
+    Returns (mean loss, number of correct answers, number of answering steps); an answer is correct when the
+    argmax is any accepted action (unordered answers accept each remaining symbol)."""
+    scored = batch.answering  # (B, T)
+    n = scored.sum()
+    if int(n) == 0:
+        zero = logits.sum() * 0
+        return zero, zero.detach(), n
+    flat, target = logits[scored], batch.target[scored]  # (S, V), (S,)
+    loss = nn.functional.cross_entropy(flat, target)
+    correct = batch.accepted[scored].gather(1, flat.argmax(-1, keepdim=True)).sum()
+    return loss, correct, n
+
+
+def readable(path: Path) -> None:
+    """safetensors creates files readable by their owner only; a checkpoint is meant to be shared (0644)."""
+    os.chmod(path, 0o644)
+
+
+@contextmanager
+def seeded(seed: int):
+    """Seed torch's default generator inside the block (initial weights), restoring it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,180 @@
+"""Imitation training of a learned agent from the env oracle, with checkpoints that resume.
+
+The loop (one function, :func:`train`): each update generates ``batch_size`` fresh episodes (oracle rollouts,
+:func:`agents.data.collect_episode`) from one or more envs (a curriculum mix: each episode's env is drawn
+by its seed), runs the agent teacher-forced over them (``episode_logits``) and minimises the cross-entropy of
+the oracle's answers plus ``aux_weight`` times the agent's auxiliary loss (the consciousness prior's
+next-conscious-state prediction for the workspace agent; zero for the transformer).
+
+Seeds: the episodes of update ``u`` have seeds ``TRAIN_SEED_BASE * (seed + 1) + u * batch_size + i``, far
+from the small seeds that ``cogarch run`` and ``cogarch eval`` use (0, 1, ...), so evaluation episodes are
+held out, and a resumed run sees exactly the episodes the uninterrupted run would have.
+
+Files in ``out_dir`` (written as training goes):
+    config.yaml                 the resolved config (written by the CLI)
+    checkpoint/model.safetensors, checkpoint/optimizer.safetensors, checkpoint/state.json
+    train.csv                   one row per logged update: update, episodes, loss, aux, answer accuracy, ...
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.data import VocabMap, collect_episode, make_batch
+from agents.learned import LearnedAgent, answer_loss, readable
+
+TRAIN_SEED_BASE = 1_000_000
+CSV_FIELDS = ("update", "episodes", "loss", "aux_loss", "answer_accuracy", "episode_accuracy", "lr", "wall_s")
+
+
+def episode_seed(seed: int, update: int, batch_size: int, i: int) -> int:
+    return TRAIN_SEED_BASE * (seed + 1) + update * batch_size + i
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = opt.state_dict()
+    tensors = {f"{idx}.{name}": v.detach().clone().reshape(v.shape) for idx, st in sd["state"].items()
+               for name, v in st.items() if isinstance(v, torch.Tensor)}
+    scalars = {f"{idx}.{name}": v for idx, st in sd["state"].items() for name, v in st.items()
+               if not isinstance(v, torch.Tensor)}
+    meta = {"param_groups": json.dumps(sd["param_groups"]), "scalars": json.dumps(scalars)}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    readable(path)
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        groups, scalars = json.loads(meta["param_groups"]), json.loads(meta["scalars"])
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise ValueError(f"optimizer checkpoint {path} is corrupt or truncated: {err}") from err
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*tensors.items(), *scalars.items()]:
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(agent: LearnedAgent, opt: torch.optim.Optimizer, folder: Path, progress: dict) -> None:
+    """Weights, optimizer moments and progress; state.json is written last, so a checkpoint whose state.json
+    exists is complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    agent.save(folder, extra={"update": progress["update"]})
+    _save_optimizer(opt, folder / "optimizer.safetensors")
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps(progress, indent=2) + "\n")
+    tmp.replace(folder / "state.json")
+
+
+def train(
+    agent: LearnedAgent,
+    envs: Sequence[Any],
+    out_dir: str | Path,
+    updates: int = 1000,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    weight_decay: float = 0.0,
+    aux_weight: float = 0.1,
+    grad_clip: float = 1.0,
+    seed: int = 0,
+    checkpoint_every: int = 100,
+    log_every: int = 10,
+    max_minutes: float | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``agent`` on episodes of ``envs`` (every env's vocabulary must be within the agent's).
+
+    Stops after ``updates`` updates or ``max_minutes`` of wall time (then it checkpoints where it is, and a
+    later call with ``resume=True`` continues). Returns the last logged row and the paths written."""
+    if updates < 1 or batch_size < 1:
+        raise ValueError(f"updates={updates} and batch_size={batch_size} must both be >= 1")
+    if not lr > 0:
+        raise ValueError(f"lr={lr} must be > 0")
+    if not envs:
+        raise ValueError("train needs at least one env")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint"
+    maps = [VocabMap(agent.vocab, env.unwrapped.vocab) for env in envs]
+    opt = torch.optim.AdamW(agent.model.parameters(), lr=lr, weight_decay=weight_decay)
+    start_update, wall_before = 0, 0.0
+    if resume and (ckpt / "state.json").is_file():
+        state = json.loads((ckpt / "state.json").read_text())
+        agent.load(ckpt)
+        _load_optimizer(opt, ckpt / "optimizer.safetensors")
+        start_update, wall_before = int(state["update"]), float(state["wall_s"])
+    log_path = out / "train.csv"
+    new_log = not log_path.is_file() or start_update == 0
+    log_file = open(log_path, "w" if new_log else "a", newline="")
+    writer = csv.DictWriter(log_file, fieldnames=CSV_FIELDS)
+    if new_log:
+        writer.writeheader()
+    agent.model.train()
+    begin = time.perf_counter()
+    row: dict[str, Any] = {}
+    sums = np.zeros(6)  # since the last log row: loss, aux, correct answers, answers, right episodes, updates
+    update = start_update
+    bar = tqdm(range(start_update, updates), desc="train", unit="upd", disable=not progress, dynamic_ncols=True,
+               initial=start_update, total=updates)
+    try:
+        for update in bar:
+            seeds = [episode_seed(seed, update, batch_size, i) for i in range(batch_size)]
+            episodes = [collect_episode(envs[s % len(envs)], s, maps[s % len(envs)]) for s in seeds]
+            batch = make_batch(episodes, len(agent.vocab))
+            logits, aux = agent.episode_logits(batch)
+            loss, correct, n = answer_loss(logits, batch)
+            total = loss + aux_weight * aux
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(agent.model.parameters(), grad_clip)
+            opt.step()
+            with torch.no_grad():  # an episode is right when every one of its answers is
+                hit = batch.accepted.gather(2, logits.argmax(-1, keepdim=True)).squeeze(-1) | ~batch.answering
+                sums += [float(loss), float(aux), float(correct), float(n), float(hit.all(1).sum()), 1]
+            done = update + 1
+            elapsed = wall_before + time.perf_counter() - begin
+            if done % log_every == 0 or done == updates:
+                k = sums[5]
+                row = {"update": done, "episodes": done * batch_size, "loss": float(sums[0] / k),
+                       "aux_loss": float(sums[1] / k), "answer_accuracy": float(sums[2] / max(sums[3], 1)),
+                       "episode_accuracy": float(sums[4] / (k * batch_size)), "lr": opt.param_groups[0]["lr"],
+                       "wall_s": round(elapsed, 2)}
+                writer.writerow(row)
+                log_file.flush()
+                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['answer_accuracy']:.3f}", refresh=False)
+                sums[:] = 0
+            out_of_time = max_minutes is not None and elapsed > 60 * max_minutes
+            if done % checkpoint_every == 0 or done == updates or out_of_time:
+                save_checkpoint(agent, opt, ckpt, {"update": done, "wall_s": elapsed, "seed": seed,
+                                                   "batch_size": batch_size})
+            if out_of_time:
+                break
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"training loss became {float(loss.detach())} at update {done}")
+    finally:
+        bar.close()
+        log_file.close()
+    agent.model.eval()
+    return {"last": row, "updates_done": update + 1 if updates > start_update else start_update,
+            "checkpoint": str(ckpt), "log": str(log_path)}

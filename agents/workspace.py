@@ -1,0 +1,151 @@
+"""The global-workspace agent: perception, the index layer, memories, the bottleneck and a motor head, composed.
+
+Composition only: every part is a ``cogarch`` module chosen by a config group (configs/agent/workspace.yaml
+pulls ``cogarch/working``, ``cogarch/long_term``, ``cogarch/episodic``, ``cogarch/bottleneck``); an ablation
+is another option of a group (``agent/cogarch/long_term@agent.long_term=none``), not a flag here.
+
+One env step (DESIGN.md, "one step of data"):
+    facts (B, 3) -> perception (index-layer role binding)            sensory item (B, 1, d)
+    repeat cycles_per_step times: workspace.cycle(state, sensory)    propose -> compete -> broadcast -> act
+    the last cycle's motor logits (B, V) over the agent's concepts
+
+Several cycles per step are the search of DESIGN.md ("cycles are the search"): each cycle can bring one more
+retrieval into the conscious state before the answer is read out.
+
+Axes: B batch, T steps, d model dim, V the agent's vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from agents.data import StepBatch
+from agents.learned import LearnedAgent, seeded
+from cogarch.bottleneck import Bottleneck
+from cogarch.index_layer import IndexLayer
+from cogarch.perception import Perception
+from cogarch.trace import CycleRecord
+from cogarch.workspace import MotorHead, Workspace, WorkspaceState
+
+
+class WorkspaceModel(nn.Module):
+    """The learnable parts: index layer, perception (facts only), and the workspace with its memories."""
+
+    def __init__(self, vocab: Sequence[str], dim: int, bottleneck: Bottleneck, memories: Sequence[nn.Module],
+                 time: bool = True):
+        super().__init__()
+        self.index_layer = IndexLayer(vocab, dim, roles=4 if time else 3)  # roles s, p, o (and the time index)
+        self.perception = Perception(self.index_layer, dim, text=False, time=time)
+        self.workspace = Workspace(dim, bottleneck, MotorHead(dim, len(vocab), concepts=self.index_layer), memories)
+
+
+class AgentState(NamedTuple):
+    """Per-episode state of the agent: the workspace's (memories included) and the env step counter."""
+
+    workspace: WorkspaceState
+    step: int
+
+
+def _part(value: Any) -> nn.Module | None:
+    """A configured part, or None for an empty option (``none.yaml`` composes to an empty node)."""
+    if value is None or (isinstance(value, Mapping) and len(value) == 0):
+        return None
+    if not isinstance(value, nn.Module):
+        raise ValueError(f"a workspace part must be a torch module built from its config, got {type(value).__name__}")
+    return value
+
+
+class WorkspaceAgent(LearnedAgent):
+    """An agent that thinks in global-workspace cycles (Baars; Tensor Brain; Consciousness Prior; PMI; EM-LLM).
+
+    Inputs: fact-stream observations (``fact`` ids, ``phase``). Outputs: an action id of the env.
+    State: :class:`AgentState` (a :class:`cogarch.workspace.WorkspaceState` holding every memory's state).
+
+    Args:
+        vocab: the env's vocabulary (passed by the CLI); ``agent_vocab`` overrides the agent's own (a superset).
+        dim: model width d (>= 1); the memory and bottleneck configs interpolate the same ``${dim}``.
+        bottleneck: a :class:`cogarch.bottleneck.Bottleneck` (config group ``cogarch/bottleneck``).
+        working, long_term, episodic: memory modules, or an empty node / None to leave one out.
+        cycles_per_step: workspace cycles per env step (>= 1).
+        time: bind each fact to a code of its step (perception's time index, for recency); default True.
+        checkpoint: a folder written by ``cogarch train`` (its ``model.safetensors``) to load.
+        seed: torch seed of the agent's own initial weights (index layer, perception, motor, source tags).
+        action_space, observation_space: accepted from the CLI and unused.
+    """
+
+    def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
+                 episodic: Any = None, cycles_per_step: int = 1, time: bool = True, vocab: Sequence[str] | None = None,
+                 agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
+                 action_space=None, observation_space=None):
+        if vocab is None and agent_vocab is None:
+            raise ValueError("WorkspaceAgent needs a fact-stream env (one with a vocab, e.g. env=story_qa); "
+                             "this env has none")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim={dim!r} is out of range; allowed: integer >= 1")
+        if isinstance(cycles_per_step, bool) or not isinstance(cycles_per_step, int) or cycles_per_step < 1:
+            raise ValueError(f"cycles_per_step={cycles_per_step!r} is out of range; allowed: integer >= 1")
+        super().__init__(vocab, agent_vocab, seed)
+        memories = [m for m in (_part(working), _part(long_term), _part(episodic)) if m is not None]
+        for m in memories:
+            if getattr(m, "dim", dim) != dim:
+                raise ValueError(f"memory {m.source!r} has dim {m.dim} but the agent's dim is {dim}")
+        self.dim, self.cycles_per_step = dim, cycles_per_step
+        with seeded(self.seed):
+            self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time)
+        self.parts = {"working": _part(working) is not None, "long_term": _part(long_term) is not None,
+                      "episodic": _part(episodic) is not None, "bottleneck_k": bottleneck.k}
+        if checkpoint is not None:
+            self.load(checkpoint)
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.model.workspace
+
+    @property
+    def index_layer(self) -> IndexLayer:
+        return self.model.index_layer
+
+    def initial_state(self, seed: int | None = None, batch_size: int = 1) -> AgentState:
+        return AgentState(self.workspace.initial_state(batch_size), 0)
+
+    def end_episode(self, state: AgentState) -> None:
+        return None
+
+    # ------------------------------------------------------------------ one step
+    def _step(self, state: WorkspaceState, facts: Tensor, step: int, inplace: bool) -> tuple[WorkspaceState, list]:
+        steps = torch.full((facts.shape[0],), step, dtype=torch.long)
+        sensory = self.model.perception({"fact": facts, "step": steps})  # (B, 1, d)
+        outs = []
+        for _ in range(self.cycles_per_step):
+            state, out = self.workspace.cycle(state, sensory, inplace=inplace)
+            outs.append(out)
+        return state, outs
+
+    def step_logits(self, state: AgentState, facts: Tensor, phase: Tensor,
+                    trace: bool = True) -> tuple[Tensor, AgentState, list[CycleRecord]]:
+        """One env step for a batch: facts (B, 3), phase (B,) -> logits (B, V), next state, cycle records."""
+        ws, outs = self._step(state.workspace, facts, state.step, inplace=not torch.is_grad_enabled())
+        records: list[CycleRecord] = []
+        if trace:
+            for c, out in enumerate(outs):
+                records += self.workspace.records(out, [state.step] * facts.shape[0], c, index_layer=self.index_layer)
+        return outs[-1].logits, AgentState(ws, state.step + 1), records
+
+    # ------------------------------------------------------------------ training
+    def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits (B, T, V) of a padded batch and the mean consciousness-prior loss over the
+        cycles of real steps (the bottleneck's auxiliary objective)."""
+        B, T = batch.mask.shape
+        state = self.workspace.initial_state(B)
+        logits, aux = [], []
+        for t in range(T):
+            state, outs = self._step(state, batch.facts[:, t], t, inplace=False)
+            logits.append(outs[-1].logits)
+            aux.append(torch.stack([o.aux_loss for o in outs]).mean(0))  # (B,)
+        valid = batch.mask.to(aux[0].dtype)  # (B, T)
+        aux_loss = (torch.stack(aux, dim=1) * valid).sum() / valid.sum().clamp(min=1)
+        return torch.stack(logits, dim=1), aux_loss

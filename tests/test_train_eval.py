@@ -1,0 +1,156 @@
+"""Train -> checkpoint -> eval on tiny settings, through the CLI as a user types it; the workspace agent's
+contracts (teacher-forced equals step by step; ablations compose); checkpoints are data, not code."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+from agents.checkpoint import check_targets, load_agent
+from agents.data import VocabMap, collect_episode, make_batch
+from environments.graph_search import GraphSearchEnv
+from environments.story_qa import StoryQAEnv
+
+TINY = ["dim=16", "train.batch_size=4", "train.log_every=1", "progress=false"]
+
+
+def cogarch(*args):
+    res = subprocess.run([sys.executable, "-m", "cogarch.cli", *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise AssertionError(f"cogarch {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+    return res.stdout
+
+
+def workspace_agent(*overrides, vocab):
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        cfg = compose(config_name="run", overrides=["agent=workspace", "dim=16", *overrides])
+    torch.manual_seed(0)
+    return instantiate(cfg.agent, vocab=vocab)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("train") / "run"
+    out = cogarch("train", "env=story_qa", "agent=workspace", *TINY, "train.updates=4", "train.checkpoint_every=2",
+                  "eval_episodes=5", f"hydra.run.dir={run}")
+    return run, out
+
+
+def test_train_writes_checkpoint_log_and_config(trained):
+    run, out = trained
+    assert (run / "checkpoint" / "model.safetensors").is_file() and (run / "checkpoint" / "optimizer.safetensors").is_file()
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["update"] == 4
+    log = pd.read_csv(run / "train.csv")
+    assert list(log["update"]) == [1, 2, 3, 4] and log["loss"].notna().all()
+    assert "agents.workspace.WorkspaceAgent" in (run / "config.yaml").read_text()
+    assert "parameters" in out and "| story_qa | workspace" in out
+
+
+def test_resumed_training_ends_at_the_same_weights(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    cogarch("train", "env=graph_search", "agent=transformer", *TINY, "train.updates=4", "eval_episodes=0",
+            f"hydra.run.dir={straight}")
+    cogarch("train", "env=graph_search", "agent=transformer", *TINY, "train.updates=2", "eval_episodes=0",
+            f"hydra.run.dir={resumed}")
+    cogarch("train", "env=graph_search", "agent=transformer", *TINY, "train.updates=4", "eval_episodes=0",
+            f"hydra.run.dir={resumed}")
+    from safetensors.torch import load_file
+
+    a = load_file(straight / "checkpoint" / "model.safetensors")
+    b = load_file(resumed / "checkpoint" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert list(pd.read_csv(resumed / "train.csv")["update"]) == [1, 2, 3, 4]
+
+
+def test_eval_tables_plots_and_exact_reproduction(trained, tmp_path):
+    run, _ = trained
+    results = []
+    for name in ("a", "b"):  # two fresh processes, same seeds: the same figures
+        out = tmp_path / name
+        cogarch("eval", "env=story_qa", f"runs=[{run}]", "labels=[ws]", "baselines=[random,oracle]", "episodes=6",
+                "sweep.key=task", "sweep.values=[1,2]", "dim=16", "progress=false", f"hydra.run.dir={out}")
+        df = pd.read_csv(out / "results.csv")
+        assert set(df["agent"]) == {"ws", "random", "oracle"} and sorted(set(df["task"])) == [1, 2]
+        assert (df[df.agent == "oracle"]["success_rate"] == 1.0).all()
+        assert (out / "success_rate_vs_task.png").stat().st_size > 1000
+        assert "| ws |" in (out / "results.md").read_text()
+        results.append(df.drop(columns=["steps_per_s", "wall_s"]))
+    pd.testing.assert_frame_equal(results[0], results[1])
+
+
+def test_run_plays_a_checkpoint(trained, tmp_path):
+    run, _ = trained
+    out = cogarch("run", "env=story_qa", "agent=pretrained", f"agent.path={run}", "episodes=3", "progress=false",
+                  f"hydra.run.dir={tmp_path}")
+    assert "trace.jsonl" in out
+    trace = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert trace and "winner_concepts" in trace[0] and "slot_concepts" in trace[0]
+
+
+def test_checkpoint_config_targets_are_restricted(trained, tmp_path):
+    run, _ = trained
+    with pytest.raises(ValueError, match="os.system"):
+        check_targets({"agent": {"_target_": "agents.workspace.WorkspaceAgent", "x": {"_target_": "os.system"}}}, "cfg")
+    bad = tmp_path / "bad"
+    (bad / "checkpoint").mkdir(parents=True)
+    (bad / "config.yaml").write_text((run / "config.yaml").read_text().replace(
+        "_target_: agents.workspace.WorkspaceAgent", "_target_: os.system"))
+    (bad / "checkpoint" / "model.safetensors").write_bytes((run / "checkpoint" / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="os.system"):
+        load_agent(bad)
+
+
+def test_corrupt_checkpoint_names_the_file(trained, tmp_path):
+    run, _ = trained
+    broken = tmp_path / "broken"
+    (broken / "checkpoint").mkdir(parents=True)
+    (broken / "config.yaml").write_text((run / "config.yaml").read_text())
+    data = (run / "checkpoint" / "model.safetensors").read_bytes()
+    (broken / "checkpoint" / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_agent(broken)
+
+
+def test_workspace_agent_teacher_forced_equals_step_by_step():
+    env = StoryQAEnv(task=2)
+    agent = workspace_agent(vocab=env.vocab)
+    vmap = VocabMap(agent.vocab, env.vocab)
+    batch = make_batch([collect_episode(env, s, vmap) for s in (0, 1)], len(agent.vocab))
+    with torch.no_grad():
+        whole, _ = agent.episode_logits(batch)
+        for b in range(2):
+            state = agent.initial_state()
+            for t in range(int(batch.mask[b].sum())):
+                logits, state, _ = agent.step_logits(state, batch.facts[b : b + 1, t], batch.phase[b : b + 1, t],
+                                                     trace=False)
+                torch.testing.assert_close(logits[0], whole[b, t], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["cogarch/long_term@agent.long_term=none"], ["cogarch/long_term@agent.long_term=neural"],
+    ["cogarch/episodic@agent.episodic=none"], ["cogarch/working@agent.working=none"],
+    ["cogarch/bottleneck@agent.bottleneck=all"], ["agent.cycles_per_step=1"],
+])
+def test_ablations_compose_and_train_one_step(overrides):
+    env = GraphSearchEnv(num_vertices=8)
+    agent = workspace_agent(*overrides, vocab=env.vocab)
+    vmap = VocabMap(agent.vocab, env.vocab)
+    batch = make_batch([collect_episode(env, s, vmap) for s in range(3)], len(agent.vocab))
+    logits, aux = agent.episode_logits(batch)
+    (logits.logsumexp(-1).mean() + aux).backward()
+    grads = [p.grad for p in agent.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_vocabulary_maps_by_name():
+    big, small = GraphSearchEnv(num_vertices=20), GraphSearchEnv(num_vertices=8)
+    vmap = VocabMap(big.vocab, small.vocab)
+    assert [big.vocab[i] for i in vmap.to_agent] == list(small.vocab)
+    with pytest.raises(ValueError, match="does not know"):
+        VocabMap(small.vocab, big.vocab)
