@@ -72,13 +72,14 @@ class WorkspaceAgent(LearnedAgent):
         working, long_term, episodic: memory modules, or an empty node / None to leave one out.
         cycles_per_step: workspace cycles per env step (>= 1).
         time: bind each fact to a code of its step (perception's time index, for recency); default True.
+        bptt_steps: training backpropagates through at most this many env steps (>= 1).
         checkpoint: a folder written by ``cogarch train`` (its ``model.safetensors``) to load.
         seed: torch seed of the agent's own initial weights (index layer, perception, motor, source tags).
         action_space, observation_space: accepted from the CLI and unused.
     """
 
     def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
-                 episodic: Any = None, cycles_per_step: int = 1, time: bool = True, vocab: Sequence[str] | None = None,
+                 episodic: Any = None, cycles_per_step: int = 1, time: bool = True, bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
                  action_space=None, observation_space=None):
         if vocab is None and agent_vocab is None:
@@ -93,7 +94,9 @@ class WorkspaceAgent(LearnedAgent):
         for m in memories:
             if getattr(m, "dim", dim) != dim:
                 raise ValueError(f"memory {m.source!r} has dim {m.dim} but the agent's dim is {dim}")
-        self.dim, self.cycles_per_step = dim, cycles_per_step
+        if isinstance(bptt_steps, bool) or not isinstance(bptt_steps, int) or bptt_steps < 1:
+            raise ValueError(f"bptt_steps={bptt_steps!r} is out of range; allowed: integer >= 1")
+        self.dim, self.cycles_per_step, self.bptt_steps = dim, cycles_per_step, bptt_steps
         with seeded(self.seed):
             self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time)
         self.parts = {"working": _part(working) is not None, "long_term": _part(long_term) is not None,
@@ -138,11 +141,16 @@ class WorkspaceAgent(LearnedAgent):
     # ------------------------------------------------------------------ training
     def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
         """Teacher-forced logits (B, T, V) of a padded batch and the mean consciousness-prior loss over the
-        cycles of real steps (the bottleneck's auxiliary objective)."""
+        cycles of real steps (the bottleneck's auxiliary objective). Gradients flow back at most
+        ``bptt_steps`` steps (the state is detached between windows; the forward values are unchanged), as
+        memories are written fast and parameters learn slowly (DESIGN.md): a long episode (GraphSearch at
+        100 vertices streams hundreds of edges) would otherwise explode the gradient through the slots."""
         B, T = batch.mask.shape
         state = self.workspace.initial_state(B)
         logits, aux = [], []
         for t in range(T):
+            if t and t % self.bptt_steps == 0:  # truncated backpropagation through time (same forward values)
+                state = state.detach()
             state, outs = self._step(state, batch.facts[:, t], t, inplace=False)
             logits.append(outs[-1].logits)
             aux.append(torch.stack([o.aux_loss for o in outs]).mean(0))  # (B,)

@@ -69,7 +69,10 @@ class WorkingMemory(nn.Module):
     a matching slot scores near 1: so an input refreshes its own slot, else takes a free slot, else
     displaces the least recently written one. Overwriting a slot with what it holds costs nothing, which is
     why the usage penalty is scaled by ``1 - match``. Writes stay in the autograd graph (so write weights,
-    projection and gate learn by gradient); the workspace truncates gradients by detaching the state.
+    projection and gate learn by gradient), except that the competition treats the slots' current contents
+    as constants (their keys are computed from detached slots: the gradient through the sharp competition
+    back into earlier contents grows ~50x per write and overflows on long streams); the workspace
+    truncates gradients by detaching the state.
     ``usage`` and ``age`` are bookkeeping updated without gradients.
 
     Read: ``softmax(cos(W_q q, W_k slot_j) / temperature)`` over used slots, then the weighted sum of slots.
@@ -235,10 +238,13 @@ class WorkingMemory(nn.Module):
         slots, usage, age = state.slots, state.usage, state.age
         full = torch.ones_like(usage)
         all_w = []
-        # Slot keys and gate pre-activations of all K slots, in one product per item.
-        key_gate = torch.cat([self.key.weight, self.gate_s.weight])  # (2d, d)
         for i in range(k):
-            slot_key, slot_gate = F.linear(slots, key_gate).split(d, dim=-1)  # (B, K, d) each
+            # The competition reads the slots' contents as constants: its gradient trains the addressing
+            # (W_k, the items' addresses) but does not run back through earlier contents. Through the sharp
+            # match sigmoid and softmax, that path multiplies the gradient by up to ~50 per write, which
+            # overflows float32 within a hundred writes (a GraphSearch episode at 100 vertices has thousands).
+            slot_key = F.linear(slots.detach(), self.key.weight)  # (B, K, d)
+            slot_gate = F.linear(slots, self.gate_s.weight)  # (B, K, d)
             sim = matvec(unit(slot_key, eps=1e-8), addresses[:, i])  # (B, K) cosine
             w, w_fast, _ = self._compete(sim, usage, age, valid[:, i, None])  # (B, K)
             gate = torch.sigmoid(gate_x[:, i] + slot_gate)  # (B, K, d)
