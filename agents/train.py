@@ -1,8 +1,8 @@
 """Imitation training of a learned agent from the env oracle, with checkpoints that resume.
 
 The loop (one function, :func:`train`): each update generates ``batch_size`` fresh episodes (oracle rollouts,
-:func:`agents.data.collect_episode`) from one or more envs (a curriculum mix: each episode's env is drawn
-by its seed), runs the agent teacher-forced over them (``episode_logits``) and minimises the cross-entropy of
+:func:`agents.data.collect_episode`) from one or more envs (a curriculum mix: update ``u`` takes env
+``u % len(envs)``, so a batch holds episodes of one setting and pads little), runs the agent teacher-forced over them (``episode_logits``) and minimises the cross-entropy of
 the oracle's answers plus ``aux_weight`` times the agent's auxiliary loss (the consciousness prior's
 next-conscious-state prediction for the workspace agent; zero for the transformer).
 
@@ -139,7 +139,8 @@ def train(
     try:
         for update in bar:
             seeds = [episode_seed(seed, update, batch_size, i) for i in range(batch_size)]
-            episodes = [collect_episode(envs[s % len(envs)], s, maps[s % len(envs)]) for s in seeds]
+            e = update % len(envs)  # one env of the mix per update: episodes of one size pad little
+            episodes = [collect_episode(envs[e], s, maps[e]) for s in seeds]
             batch = make_batch(episodes, len(agent.vocab))
             logits, aux = agent.episode_logits(batch)
             loss, correct, n = answer_loss(logits, batch)

@@ -154,3 +154,14 @@ def test_vocabulary_maps_by_name():
     assert [big.vocab[i] for i in vmap.to_agent] == list(small.vocab)
     with pytest.raises(ValueError, match="does not know"):
         VocabMap(small.vocab, big.vocab)
+
+
+def test_experiment_trains_every_agent_matches_parameters_and_evaluates(tmp_path):
+    out = cogarch("experiment", "experiment=scene_graph_qa", "train.updates=2", "train.batch_size=2",
+                  "episodes=2", "dim=32", "progress=false", f"hydra.run.dir={tmp_path}")
+    df = pd.read_csv(tmp_path / "eval" / "results.csv")
+    assert set(df["agent"]) == {"workspace", "transformer", "random", "oracle"} and sorted(set(df["hops"])) == [1, 2, 3]
+    params = df.groupby("agent")["parameters"].first()
+    assert abs(params["transformer"] - params["workspace"]) <= 0.15 * params["workspace"]  # matched sizes
+    assert (tmp_path / "train_workspace" / "checkpoint" / "model.safetensors").is_file()
+    assert "== evaluating" in out
