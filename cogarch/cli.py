@@ -184,6 +184,9 @@ def _experiment(cfg) -> list:
     choices = HydraConfig.get().runtime.choices
     env_overrides = [f"env={choices.get('env')}"]
     runs, labels, params = [], [], None
+    if not cfg.get("agents"):
+        raise ValueError("an experiment needs `agents` (label -> overrides, e.g. {workspace: [agent=workspace]}); "
+                         "choose one with experiment=<name> (configs/experiment/)")
     for label, overrides in cfg.agents.items():
         overrides = list(overrides)
         if not any(o.startswith("agent=") for o in overrides):
