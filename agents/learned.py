@@ -39,8 +39,10 @@ class LearnedAgent:
         vocab: the agent's concept names (its output symbols); by default the env's ``vocab``.
         agent_vocab: a vocabulary to use instead of the env's (e.g. the union over a curriculum); the env's
             symbols must all be in it.
-        checkpoint: a folder written by ``cogarch train`` (or a ``model.safetensors`` file) to load weights from.
         seed: torch seed for the initial weights.
+
+    Subclasses also take ``checkpoint`` (a run's ``checkpoint/`` folder or its ``model.safetensors``) and call
+    :meth:`load` with it.
     """
 
     def __init__(self, vocab: Sequence[str] | None, agent_vocab: Sequence[str] | None = None, seed: int = 0):

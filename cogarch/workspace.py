@@ -233,7 +233,8 @@ class Workspace(nn.Module):
         """The source index (N,) and the source name of every candidate, given the sizes of the parts.
 
         The layout repeats from cycle to cycle, so the index tensor is built once per layout and device."""
-        key = (sizes, device)
+        # (tensors made under inference_mode may not enter autograd later, so that mode is part of the key)
+        key = (sizes, device, torch.is_inference_mode_enabled())
         if key not in self._ids_cache:
             ids = [i for i, size in enumerate(sizes) for _ in range(size)]
             self._ids_cache[key] = (torch.tensor(ids, device=device), tuple(self.source_names[i] for i in ids))

@@ -119,3 +119,17 @@ def test_gradients_flow_from_logits_to_the_bottleneck_and_source_embeddings():
 def test_duplicate_sources_are_refused():
     with pytest.raises(ValueError, match="distinct"):
         Workspace(D, Bottleneck(D, k=2), MotorHead(D, 3), [Spy("a"), Spy("a")])
+
+
+def test_a_cycle_under_inference_mode_does_not_break_a_later_training_cycle():
+    from cogarch.bottleneck import Bottleneck
+    from cogarch.memory.working import WorkingMemory
+    from cogarch.workspace import MotorHead, Workspace
+
+    ws = Workspace(16, Bottleneck(16, k=2), MotorHead(16, 5), [WorkingMemory(16, slots=3)])
+    items = torch.randn(2, 1, 16)
+    with torch.inference_mode():
+        ws.cycle(ws.initial_state(2), items)
+    _, out = ws.cycle(ws.initial_state(2), items)
+    out.logits.sum().backward()  # raised "Inference tensors cannot be saved for backward" before
+    assert ws.source_embedding.weight.grad is not None
