@@ -46,7 +46,7 @@ def resolve_run(path: str | Path | None) -> Path:
     return p
 
 
-def load_agent(path: str | Path | None = None, vocab=None, **_: Any):
+def load_agent(path: str | Path | None = None, vocab=None, **cli_kwargs: Any):
     """The agent of a run folder with its trained weights, bound to an env with ``vocab`` (the CLI passes it).
 
     Extra keyword arguments from the CLI (action_space, seed, ...) are accepted and unused: the agent is
@@ -56,7 +56,7 @@ def load_agent(path: str | Path | None = None, vocab=None, **_: Any):
 
     from agents.learned import WEIGHTS
 
-    if vocab is None and _.get("action_space") is not None:
+    if vocab is None and cli_kwargs.get("action_space") is not None:
         raise ValueError("a trained agent needs a fact-stream env (one with a vocab, e.g. env=story_qa); this env has none")
     run = resolve_run(path)
     try:

@@ -48,7 +48,6 @@ class VocabMap:
                 f"train the agent on an env whose vocabulary covers them (the agent knows {len(index)} symbols)"
             )
         self.to_agent = np.array([index[name] for name in env_vocab], dtype=np.int64)
-        self.identity = bool(len(agent_vocab) == len(env_vocab) and (self.to_agent == np.arange(len(env_vocab))).all())
 
     def facts(self, fact: np.ndarray) -> np.ndarray:
         return self.to_agent[np.asarray(fact, dtype=np.int64)]

@@ -133,7 +133,7 @@ def train(
     begin = time.perf_counter()
     row: dict[str, Any] = {}
     sums = np.zeros(6)  # since the last log row: loss, aux, correct answers, answers, right episodes, updates
-    update = start_update
+    done = start_update
     bar = tqdm(range(start_update, updates), desc="train", unit="upd", disable=not progress, dynamic_ncols=True,
                initial=start_update, total=updates)
     try:
@@ -144,6 +144,8 @@ def train(
             batch = make_batch(episodes, len(agent.vocab))
             logits, aux = agent.episode_logits(batch)
             loss, correct, n = answer_loss(logits, batch)
+            if not math.isfinite(loss.item()):  # before the step: a checkpoint never holds what made it
+                raise FloatingPointError(f"training loss became {loss.item()} at update {update + 1}")
             total = loss + aux_weight * aux
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -152,7 +154,7 @@ def train(
             opt.step()
             with torch.no_grad():  # an episode is right when every one of its answers is
                 hit = batch.accepted.gather(2, logits.argmax(-1, keepdim=True)).squeeze(-1) | ~batch.answering
-                sums += [float(loss), float(aux), float(correct), float(n), float(hit.all(1).sum()), 1]
+                sums += [loss.item(), aux.item(), float(correct), float(n), float(hit.all(1).sum()), 1]
             done = update + 1
             elapsed = wall_before + time.perf_counter() - begin
             if done % log_every == 0 or done == updates:
@@ -171,11 +173,8 @@ def train(
                                                    "batch_size": batch_size})
             if out_of_time:
                 break
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"training loss became {float(loss.detach())} at update {done}")
     finally:
         bar.close()
         log_file.close()
     agent.model.eval()
-    return {"last": row, "updates_done": update + 1 if updates > start_update else start_update,
-            "checkpoint": str(ckpt), "log": str(log_path)}
+    return {"last": row, "updates_done": done, "checkpoint": str(ckpt), "log": str(log_path)}

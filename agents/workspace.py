@@ -99,8 +99,6 @@ class WorkspaceAgent(LearnedAgent):
         self.dim, self.cycles_per_step, self.bptt_steps = dim, cycles_per_step, bptt_steps
         with seeded(self.seed):
             self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time)
-        self.parts = {"working": _part(working) is not None, "long_term": _part(long_term) is not None,
-                      "episodic": _part(episodic) is not None, "bottleneck_k": bottleneck.k}
         if checkpoint is not None:
             self.load(checkpoint)
 

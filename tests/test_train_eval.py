@@ -165,3 +165,18 @@ def test_experiment_trains_every_agent_matches_parameters_and_evaluates(tmp_path
     assert abs(params["transformer"] - params["workspace"]) <= 0.15 * params["workspace"]  # matched sizes
     assert (tmp_path / "train_workspace" / "checkpoint" / "model.safetensors").is_file()
     assert "== evaluating" in out
+
+
+def test_a_non_finite_loss_stops_training_before_the_step_and_the_checkpoint(tmp_path):
+    from agents.train import train
+    from agents.transformer import TransformerAgent
+
+    env = GraphSearchEnv(num_vertices=8)
+    agent = TransformerAgent(vocab=env.vocab, dim=16, layers=1, heads=2)
+    before = {k: v.clone() for k, v in agent.model.state_dict().items()}
+    whole = agent.episode_logits
+    agent.episode_logits = lambda batch: (whole(batch)[0] * float("nan"), torch.zeros(()))
+    with pytest.raises(FloatingPointError, match="update 1"):
+        train(agent, [env], tmp_path, updates=3, batch_size=2, checkpoint_every=1, progress=False)
+    assert not (tmp_path / "checkpoint").exists()
+    assert all(torch.equal(before[k], v) for k, v in agent.model.state_dict().items())
