@@ -78,14 +78,10 @@ def load_agent(path: str | Path | None = None, vocab=None, **cli_kwargs: Any):
 
 
 def _saved_vocab(weights: Path) -> tuple[str, ...]:
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
+    from cogarch.trace import read_safetensors
 
-    if not weights.is_file():
-        raise FileNotFoundError(f"no checkpoint at {weights}")
+    _, meta = read_safetensors(weights, "checkpoint", tensors=False)
     try:
-        with safe_open(str(weights), framework="pt") as f:
-            meta = f.metadata() or {}
         return tuple(json.loads(meta["vocab"]))
-    except (SafetensorError, OSError, ValueError, KeyError) as err:
-        raise ValueError(f"checkpoint {weights} is corrupt, truncated or has no vocabulary: {err}") from err
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"checkpoint {weights} has no vocabulary in its metadata: {err}") from err

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from contextlib import contextmanager
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.data import StepBatch, VocabMap
-from cogarch.trace import CycleRecord
+from cogarch.trace import CycleRecord, read_safetensors, write_safetensors
 
 WEIGHTS = "model.safetensors"
 
@@ -91,35 +90,16 @@ class LearnedAgent:
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write ``model.safetensors`` (weights, the vocabulary in its metadata) into ``folder``."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().clone() for k, v in self.model.state_dict().items()}
         meta = {"vocab": json.dumps(self.vocab), "class": type(self).__name__, **(extra or {})}
-        path = folder / WEIGHTS
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
-        tmp.replace(path)  # a crash mid-write never leaves a half file under the real name
-        readable(path)
-        return path
+        return write_safetensors(Path(folder) / WEIGHTS, self.model.state_dict(),
+                                 {k: str(v) for k, v in meta.items()})
 
     def load(self, path: str | Path) -> "LearnedAgent":
         """Load weights saved by :meth:`save` (a folder or the file). Never unpickles. Errors name the file,
         and for a model of another shape the tensors that do not fit."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file, safe_open
-
         path = Path(path)
         file = path / WEIGHTS if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f"no checkpoint at {file}")
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(str(file))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"checkpoint {file} is corrupt or truncated: {err}") from err
+        tensors, meta = read_safetensors(file, "checkpoint")
         saved_vocab = tuple(json.loads(meta.get("vocab", "[]")))
         if saved_vocab and saved_vocab != self.vocab:
             raise ValueError(
@@ -151,11 +131,6 @@ def answer_loss(logits: Tensor, batch: StepBatch) -> tuple[Tensor, Tensor, Tenso
     loss = nn.functional.cross_entropy(flat, target)
     correct = batch.accepted[scored].gather(1, flat.argmax(-1, keepdim=True)).sum()
     return loss, correct, n
-
-
-def readable(path: Path) -> None:
-    """safetensors creates files readable by their owner only; a checkpoint is meant to be shared (0644)."""
-    os.chmod(path, 0o644)
 
 
 @contextmanager

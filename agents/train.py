@@ -31,7 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.data import VocabMap, collect_episode, make_batch
-from agents.learned import LearnedAgent, answer_loss, readable
+from agents.learned import LearnedAgent, answer_loss
+from cogarch.trace import read_safetensors, write_safetensors
 
 TRAIN_SEED_BASE = 1_000_000
 CSV_FIELDS = ("update", "episodes", "loss", "aux_loss", "answer_accuracy", "episode_accuracy", "lr", "wall_s")
@@ -42,31 +43,20 @@ def episode_seed(seed: int, update: int, batch_size: int, i: int) -> int:
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    from safetensors.torch import save_file
-
     sd = opt.state_dict()
-    tensors = {f"{idx}.{name}": v.detach().clone().reshape(v.shape) for idx, st in sd["state"].items()
-               for name, v in st.items() if isinstance(v, torch.Tensor)}
+    tensors = {f"{idx}.{name}": v for idx, st in sd["state"].items() for name, v in st.items()
+               if isinstance(v, torch.Tensor)}
     scalars = {f"{idx}.{name}": v for idx, st in sd["state"].items() for name, v in st.items()
                if not isinstance(v, torch.Tensor)}
-    meta = {"param_groups": json.dumps(sd["param_groups"]), "scalars": json.dumps(scalars)}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    readable(path)
+    write_safetensors(path, tensors, {"param_groups": json.dumps(sd["param_groups"]), "scalars": json.dumps(scalars)})
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
+    tensors, meta = read_safetensors(path, "optimizer checkpoint")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
         groups, scalars = json.loads(meta["param_groups"]), json.loads(meta["scalars"])
-    except (SafetensorError, OSError, ValueError, KeyError) as err:
-        raise ValueError(f"optimizer checkpoint {path} is corrupt or truncated: {err}") from err
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"optimizer checkpoint {path} lacks its param groups or scalars: {err}") from err
     state: dict[int, dict[str, Any]] = {}
     for key, value in [*tensors.items(), *scalars.items()]:
         idx, name = key.split(".", 1)

@@ -179,27 +179,11 @@ class MemorySnapshot:
         return cls({k: v.detach().cpu().contiguous() for k, v in flatten_state(state).items()}, meta)
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(self.tensors, str(path), metadata={"format": SNAPSHOT_FORMAT, "meta": json.dumps(to_jsonable(self.meta))})
-        return path
+        return write_safetensors(path, self.tensors, {"format": SNAPSHOT_FORMAT, "meta": json.dumps(to_jsonable(self.meta))})
 
     @classmethod
     def load(cls, path: str | Path) -> "MemorySnapshot":
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"snapshot file {path} does not exist")
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{path} is not a readable safetensors snapshot (corrupt or truncated?): {err}") from None
+        tensors, metadata = read_safetensors(path, "snapshot")
         if metadata.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"{path} is not a cogarch snapshot (format {metadata.get('format')!r}, expected {SNAPSHOT_FORMAT!r})")
         return cls(tensors, json.loads(metadata.get("meta", "{}")))
@@ -212,3 +196,38 @@ class MemorySnapshot:
 
     def size_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
+    """Write tensors (and string metadata) as safetensors, atomically: a crash mid-write never leaves a half
+    file under the real name. The file is made world-readable (safetensors creates it owner-only)."""
+    import os
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # clone: a module's state_dict may hold one tensor under several names, which safetensors refuses
+    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
+    return path
+
+
+def read_safetensors(path: str | Path, what: str, tensors: bool = True) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; never unpickles. ``tensors=False`` reads the metadata only.
+    A missing file raises FileNotFoundError and a corrupt or truncated one ValueError, both naming the file
+    and ``what`` it should have been."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return (load_file(str(path)) if tensors else {}), metadata
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors {what} (corrupt or truncated?): {err}") from None

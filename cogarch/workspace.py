@@ -223,9 +223,8 @@ class Workspace(nn.Module):
                 context.append(F.rms_norm(items, (self.dim,), eps=1e-6))
                 context_mask.append(item_mask)
         if len(context) > 1:
-            logits = self.motor(sel.summary, torch.cat(context, dim=1), torch.cat(context_mask, dim=1))
-        else:
-            logits = self.motor(sel.summary, broadcast, sel.winner_mask)
+            context, context_mask = [torch.cat(context, dim=1)], [torch.cat(context_mask, dim=1)]
+        logits = self.motor(sel.summary, context[0], context_mask[0])
         new_state = WorkspaceState(sel.summary, broadcast, sel.winner_mask, sensory, memories, state.step + 1)
         return new_state, CycleOutput(logits, candidates, sel, mask, names, aux.detach(), aux, proposals, receipts)
 
