@@ -97,6 +97,8 @@ class WorkspaceAgent(LearnedAgent):
         if isinstance(bptt_steps, bool) or not isinstance(bptt_steps, int) or bptt_steps < 1:
             raise ValueError(f"bptt_steps={bptt_steps!r} is out of range; allowed: integer >= 1")
         self.dim, self.cycles_per_step, self.bptt_steps = dim, cycles_per_step, bptt_steps
+        # (step, cycle) pairs whose broadcast is suppressed when acting (the counterfactual of cogarch.inspect)
+        self.suppress: set[tuple[int, int]] = set()
         with seeded(self.seed):
             self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time)
         if checkpoint is not None:
@@ -121,8 +123,9 @@ class WorkspaceAgent(LearnedAgent):
         steps = torch.full((facts.shape[0],), step, dtype=torch.long)
         sensory = self.model.perception({"fact": facts, "step": steps})  # (B, 1, d)
         outs = []
-        for _ in range(self.cycles_per_step):
-            state, out = self.workspace.cycle(state, sensory, inplace=inplace)
+        for c in range(self.cycles_per_step):
+            off = None if (step, c) not in self.suppress else torch.ones(facts.shape[0], dtype=torch.bool)
+            state, out = self.workspace.cycle(state, sensory, inplace=inplace, suppress=off)
             outs.append(out)
         return state, outs
 

@@ -174,8 +174,12 @@ class Workspace(nn.Module):
         return fresh._replace(memories=kept)
 
     def cycle(self, state: WorkspaceState, sensory: Tensor, sensory_mask: Tensor | None = None,
-              inplace: bool = False) -> tuple[WorkspaceState, CycleOutput]:
+              inplace: bool = False, suppress: Tensor | None = None) -> tuple[WorkspaceState, CycleOutput]:
         """One cycle. By default ``state`` is a value: it is left unchanged and may be reused.
+
+        ``suppress`` (B,) bool is the counterfactual of Thought Anchors (cogarch.inspect): in those rows the
+        competition runs but nothing is broadcast. Memories receive no winner, the conscious state stays the
+        previous cycle's and the motor head acts without the winners (the output still reports what won).
 
         ``inplace=True`` is an inference option for throughput: memories that support it (``supports_inplace``)
         write into the tensors of ``state`` instead of copying them (at large batch, copying the long-term
@@ -208,15 +212,19 @@ class Workspace(nn.Module):
         sel, broadcast = self.bottleneck.select(state.conscious, candidates, mask, key_bias=key_bias)
         sel = sel._replace(summary=F.rms_norm(sel.summary, (self.dim,), eps=1e-6))  # the conscious state, RMS 1
         aux = self.bottleneck.aux_loss(state.conscious, sel.summary)
+        conscious, sent = sel.summary, sel.winner_mask  # what is broadcast: the new conscious state, the winners
+        if suppress is not None:
+            conscious = torch.where(suppress[:, None], state.conscious, conscious)
+            sent = sent & ~suppress[:, None]
         # 3. broadcast
         memories, receipts = {}, {}
         for memory in self.memories:
             extra = {"inplace": True} if inplace and getattr(memory, "supports_inplace", False) else {}
             memories[memory.source], receipts[memory.source] = memory.receive(
-                state.memories[memory.source], broadcast, sel.winner_mask, **extra
+                state.memories[memory.source], broadcast, sent, **extra
             )
         # 4. act
-        context, context_mask = [broadcast], [sel.winner_mask]
+        context, context_mask = [broadcast], [sent]
         for memory in self.memories:  # memories that hold items for action (working memory's slots)
             if hasattr(memory, "motor_context"):
                 items, item_mask = memory.motor_context(memories[memory.source])
@@ -224,8 +232,8 @@ class Workspace(nn.Module):
                 context_mask.append(item_mask)
         if len(context) > 1:
             context, context_mask = [torch.cat(context, dim=1)], [torch.cat(context_mask, dim=1)]
-        logits = self.motor(sel.summary, context[0], context_mask[0])
-        new_state = WorkspaceState(sel.summary, broadcast, sel.winner_mask, sensory, memories, state.step + 1)
+        logits = self.motor(conscious, context[0], context_mask[0])
+        new_state = WorkspaceState(conscious, broadcast, sent, sensory, memories, state.step + 1)
         return new_state, CycleOutput(logits, candidates, sel, mask, names, aux.detach(), aux, proposals, receipts)
 
     def _source_ids(self, sizes: tuple[int, ...], device: torch.device) -> tuple[Tensor, tuple[str, ...]]:

@@ -133,3 +133,23 @@ def test_a_cycle_under_inference_mode_does_not_break_a_later_training_cycle():
     _, out = ws.cycle(ws.initial_state(2), items)
     out.logits.sum().backward()  # raised "Inference tensors cannot be saved for backward" before
     assert ws.source_embedding.weight.grad is not None
+
+
+def test_a_suppressed_cycle_broadcasts_nothing_in_its_rows_only():
+    """The Thought Anchors counterfactual: a suppressed row's memories get no winner and its conscious state
+    stays the previous one; the other rows run as usual and the output still says what won."""
+    from cogarch.memory.working import WorkingMemory
+
+    torch.manual_seed(0)
+    ws = Workspace(D, Bottleneck(D, k=2), MotorHead(D, 7), [WorkingMemory(D, slots=4)])
+    state = ws.initial_state(2)
+    state, _ = ws.cycle(state, torch.randn(2, 2, D))
+    sensory = torch.randn(2, 2, D)
+    plain, out_plain = ws.cycle(state, sensory)
+    off, out_off = ws.cycle(state, sensory, suppress=torch.tensor([True, False]))
+    assert torch.equal(off.conscious[0], state.conscious[0]) and not off.broadcast_mask[0].any()
+    assert torch.equal(off.memories["working"].slots[0], state.memories["working"].slots[0])
+    assert not torch.equal(plain.memories["working"].slots[0], state.memories["working"].slots[0])
+    assert torch.equal(off.memories["working"].slots[1], plain.memories["working"].slots[1])
+    assert torch.equal(off.conscious[1], plain.conscious[1]) and torch.equal(out_off.logits[1], out_plain.logits[1])
+    assert torch.equal(out_off.selection.winners, out_plain.selection.winners)
