@@ -59,10 +59,13 @@ def write_report(rows: list[dict[str, Any]], out_dir: str | Path, key: str | Non
     df.to_csv(paths["csv"], index=False)
     paths["md"].write_text(f"# {title}\n\n" + markdown_table(df) + "\n")
     if key:
+        # The swept values are evenly spaced categories in sweep order (sizes that span decades, task numbers)
+        order = {v: i for i, v in enumerate(dict.fromkeys(df[key].astype(str)))}
         for metric in ("success_rate", "answer_accuracy"):
             fig, ax = plt.subplots(figsize=(6, 4))
             for label, part in df.groupby("agent", sort=False):
-                ax.plot(part[key].astype(str), part[metric], marker="o", label=label)
+                ax.plot([order[v] for v in part[key].astype(str)], part[metric], marker="o", label=label)
+            ax.set_xticks(range(len(order)), list(order))
             ax.set_xlabel(key)
             ax.set_ylabel(metric.replace("_", " "))
             ax.set_ylim(-0.02, 1.02)

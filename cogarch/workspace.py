@@ -202,10 +202,10 @@ class Workspace(nn.Module):
         # memory whose readout grows with what it stores (an outer-product sum) cannot win by magnitude and
         # feed its own growth through the broadcast.
         raw = torch.cat(parts, dim=1)  # (B, N, d)
-        candidates = F.rms_norm(raw, (self.dim,), eps=1e-6)
+        candidates, norm = _rms_normed(raw)
         # An empty proposal (a zero vector, e.g. a memory read with a zero query) carries nothing and may not
         # win: broadcast, it would be written into working memory as a "used" slot holding nothing.
-        mask = torch.cat(masks, dim=1) & (raw.abs().amax(-1) > 1e-12)  # (B, N)
+        mask = torch.cat(masks, dim=1) & (norm.squeeze(-1) > 1e-12)  # (B, N)
         ids, names = self._source_ids(tuple(p.shape[1] for p in parts), sensory.device)
         key_bias = F.embedding(ids, self.source_embedding.weight).unsqueeze(0)  # (1, N, d)
         # 2. compete (the bottleneck's forward, which also gives the winners themselves (B, k, d))
@@ -228,7 +228,7 @@ class Workspace(nn.Module):
         for memory in self.memories:  # memories that hold items for action (working memory's slots)
             if hasattr(memory, "motor_context"):
                 items, item_mask = memory.motor_context(memories[memory.source])
-                context.append(F.rms_norm(items, (self.dim,), eps=1e-6))
+                context.append(_rms_normed(items)[0])
                 context_mask.append(item_mask)
         if len(context) > 1:
             context, context_mask = [torch.cat(context, dim=1)], [torch.cat(context_mask, dim=1)]
@@ -290,6 +290,14 @@ class Workspace(nn.Module):
             s = int(step[b]) if isinstance(step, Tensor) else int(step[b])
             records.append(CycleRecord(step=s, cycle=cycle, action=None if actions is None else actions[b], extra=extra, **rec))
         return records
+
+
+def _rms_normed(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """``F.rms_norm(x, (d,), eps)`` (no weight) and the L2 norm of each vector (..., 1), from one reduction:
+    x / sqrt(|x|^2 / d + eps). At large batch this is one pass over x fewer than rms_norm plus a separate
+    emptiness test."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # (..., 1)
+    return x * norm.square().mul_(1.0 / x.shape[-1]).add_(eps).rsqrt_(), norm
 
 
 def _finite(x: float) -> float | None:
