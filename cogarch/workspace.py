@@ -72,6 +72,7 @@ class CycleOutput(NamedTuple):
     aux_loss: Tensor  # (B,) the same error with gradient to the predictor (for training)
     proposals: dict[str, dict[str, Tensor]]  # per memory: what its propose() reported
     receipts: dict[str, dict[str, Tensor]]  # per memory: what its receive() reported
+    poisoned: Tensor | None = None  # (B, N) bool: non-finite candidates dropped this cycle (None: there were none)
 
 
 class MotorHead(nn.Module):
@@ -205,7 +206,15 @@ class Workspace(nn.Module):
         candidates, norm = _rms_normed(raw)
         # An empty proposal (a zero vector, e.g. a memory read with a zero query) carries nothing and may not
         # win: broadcast, it would be written into working memory as a "used" slot holding nothing.
-        mask = torch.cat(masks, dim=1) & (norm.squeeze(-1) > 1e-12)  # (B, N)
+        norm = norm.squeeze(-1)  # (B, N)
+        mask = torch.cat(masks, dim=1) & (norm > 1e-12)  # (B, N)
+        # A poisoned proposal (NaN or inf, e.g. from a bad input or a diverged memory) is dropped before it can
+        # win and is reported; zeroed, it cannot leak into the pooled state through a masked winner either.
+        poisoned = None
+        if not bool(torch.isfinite(norm).all()):
+            poisoned = ~torch.isfinite(norm)  # (B, N)
+            candidates = torch.where(poisoned.unsqueeze(-1), 0.0, candidates)
+            mask = mask & ~poisoned
         ids, names = self._source_ids(tuple(p.shape[1] for p in parts), sensory.device)
         key_bias = F.embedding(ids, self.source_embedding.weight).unsqueeze(0)  # (1, N, d)
         # 2. compete (the bottleneck's forward, which also gives the winners themselves (B, k, d))
@@ -234,7 +243,8 @@ class Workspace(nn.Module):
             context, context_mask = [torch.cat(context, dim=1)], [torch.cat(context_mask, dim=1)]
         logits = self.motor(conscious, context[0], context_mask[0])
         new_state = WorkspaceState(conscious, broadcast, sent, sensory, memories, state.step + 1)
-        return new_state, CycleOutput(logits, candidates, sel, mask, names, aux.detach(), aux, proposals, receipts)
+        return new_state, CycleOutput(logits, candidates, sel, mask, names, aux.detach(), aux, proposals, receipts,
+                                      poisoned)
 
     def _source_ids(self, sizes: tuple[int, ...], device: torch.device) -> tuple[Tensor, tuple[str, ...]]:
         """The source index (N,) and the source name of every candidate, given the sizes of the parts.
@@ -287,6 +297,8 @@ class Workspace(nn.Module):
             if "boundary" in out.receipts.get("episodic", {}):
                 rec["boundary"] = bool(out.receipts["episodic"]["boundary"][b])
             extra = {f"{src}.surprise": float(info["surprise"][b]) for src, info in out.receipts.items() if "surprise" in info}
+            if out.poisoned is not None and bool(out.poisoned[b].any()):  # which sources proposed NaN / inf
+                extra["nonfinite_candidates"] = [out.sources[i] for i in out.poisoned[b].nonzero().flatten().tolist()]
             s = int(step[b]) if isinstance(step, Tensor) else int(step[b])
             records.append(CycleRecord(step=s, cycle=cycle, action=None if actions is None else actions[b], extra=extra, **rec))
         return records

@@ -153,3 +153,30 @@ def test_a_suppressed_cycle_broadcasts_nothing_in_its_rows_only():
     assert torch.equal(off.memories["working"].slots[1], plain.memories["working"].slots[1])
     assert torch.equal(off.conscious[1], plain.conscious[1]) and torch.equal(out_off.logits[1], out_plain.logits[1])
     assert torch.equal(out_off.selection.winners, out_plain.selection.winners)
+
+
+def test_a_nan_input_is_dropped_and_reported_and_does_not_poison_later_cycles():
+    from cogarch.memory.episodic import EpisodicMemory
+    from cogarch.memory.long_term import OuterProductMemory
+    from cogarch.memory.working import WorkingMemory
+
+    torch.manual_seed(0)
+    memories = [WorkingMemory(D, slots=4), OuterProductMemory(D, capacity=8), EpisodicMemory(D, capacity=8, max_event_len=4)]
+    ws = Workspace(D, Bottleneck(D, k=2), MotorHead(D, 7), memories)
+    state = ws.initial_state(2)
+    for t in range(8):
+        sensory = torch.randn(2, 1, D)
+        if t == 3:
+            sensory[0, 0, 5] = float("nan")  # row 0 only
+        state, out = ws.cycle(state, sensory)
+        rec = ws.records(out, [t, t], 0)
+        if t == 3:
+            assert out.poisoned is not None and out.poisoned[0, 0] and not out.poisoned[1].any()
+            assert rec[0].extra["nonfinite_candidates"] == ["sensory"] and "nonfinite_candidates" not in rec[1].extra
+            assert 0 not in rec[0].winners  # the poisoned item cannot win
+        else:
+            assert out.poisoned is None
+        assert torch.isfinite(out.logits).all()
+        for value in (state.conscious, state.broadcast, *state.memories["working"][:3], state.memories["long_term"].matrix,
+                      state.memories["episodic"].items):
+            assert torch.isfinite(value).all()
