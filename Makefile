@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean report-screenshot
 
 # torch is pinned in the same pip command as the project so pip takes the CPU build, not a CUDA one.
 $(STAMP): pyproject.toml
@@ -27,6 +27,20 @@ test: $(STAMP)
 bench: $(STAMP)
 	set -o pipefail; { $(PY) benchmarks/bench_envs.py && $(PY) benchmarks/bench_core.py \
 	  && $(PY) benchmarks/bench_long_term.py && $(PY) benchmarks/bench_language.py; } | tee benchmarks/results.md
+
+# The HTML report of a short run, rendered by headless Chromium (Debian's `chromium`), saved as
+# results/inspect/report.png. RUN=<run dir> screenshots an existing run instead.
+REPORT_RUN ?= runs/report_screenshot
+report-screenshot: $(STAMP)
+	@test -x /usr/bin/chromium || { echo "report-screenshot needs Debian's chromium: apt-get install -y chromium"; exit 1; }
+	test -n "$(RUN)" || OMP_NUM_THREADS=1 $(VENV)/bin/cogarch run episodes=3 progress=false hydra.run.dir=$(REPORT_RUN)
+	$(VENV)/bin/cogarch view $(or $(RUN),$(REPORT_RUN)) --episodes 1
+	mkdir -p results/inspect
+	/usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+	  --disable-component-update --disable-sync --no-first-run --user-data-dir=$$(mktemp -d) \
+	  --screenshot=$(CURDIR)/results/inspect/report.png --window-size=1280,2000 \
+	  file://$(abspath $(or $(RUN),$(REPORT_RUN)))/report.html
+	@echo "screenshot: results/inspect/report.png"
 
 clean:
 	rm -rf $(VENV) runs multirun outputs .pytest_cache

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cogarch.runner import run_episodes
+from cogarch.vector import run_episodes_vectorized
 
 COLUMNS = ("agent", "value", "episodes", "success_rate", "answer_accuracy", "mean_reward", "parameters",
            "steps_per_s", "wall_s")
@@ -23,9 +24,10 @@ COLUMNS = ("agent", "value", "episodes", "success_rate", "answer_accuracy", "mea
 
 def evaluate(make_env: Callable[[Any], Any], agents: dict[str, Callable[[Any], Any]], values: Sequence[Any],
              episodes: int, seed: int, out_dir: str | Path, trace: bool = False, progress: bool = True,
-             key: str | None = None) -> list[dict[str, Any]]:
+             key: str | None = None, num_envs: int = 1) -> list[dict[str, Any]]:
     """Rows of results. ``make_env(value)`` builds the env at one difficulty value; ``agents[label](env)`` builds
-    (or binds) an agent for that env. Results of each pair go to ``out_dir/<label>/<key>=<value>/``."""
+    (or binds) an agent for that env. Results of each pair go to ``out_dir/<label>/<key>=<value>/``. With
+    ``num_envs`` > 1 the episodes run on that many envs at once (:mod:`cogarch.vector`; the same results)."""
     out = Path(out_dir)
     rows = []
     for value in values:
@@ -33,7 +35,11 @@ def evaluate(make_env: Callable[[Any], Any], agents: dict[str, Callable[[Any], A
         for label, build in agents.items():
             agent = build(env)
             folder = out / _safe(label) / (f"{key}={value}" if key else "default")
-            summary = run_episodes(env, agent, episodes, seed, folder, trace=trace, progress=progress)
+            if num_envs > 1:
+                summary = run_episodes_vectorized(lambda: make_env(value), agent, episodes, seed, num_envs, folder,
+                                                  trace=trace, progress=progress)
+            else:
+                summary = run_episodes(env, agent, episodes, seed, folder, trace=trace, progress=progress)
             params = agent.num_parameters() if hasattr(agent, "num_parameters") else None
             rows.append({"agent": label, "value": value, **summary, "parameters": params})
         env.close()

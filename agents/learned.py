@@ -3,7 +3,8 @@ act loop for one env, and weights saved as safetensors.
 
 A learned agent implements two methods on top of :class:`LearnedAgent`:
 
-- ``step_logits(state, facts (B, 3), phase (B,)) -> (logits (B, V), state, records)``: one env step, online;
+- ``step_logits(state, facts (B, 3), phase (B,), trace=True) -> (logits (B, V), state, records)``: one env step,
+  online (``trace=False``: no cycle records);
 - ``episode_logits(batch: StepBatch) -> (logits (B, T, V), aux_loss scalar)``: a whole padded batch of
   episodes, teacher-forced, for training (the same numbers as calling ``step_logits`` step by step).
 
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -53,7 +55,8 @@ class LearnedAgent:
         self.model: nn.Module
 
     # ------------------------------------------------------------------ to implement
-    def step_logits(self, state: Any, facts: Tensor, phase: Tensor) -> tuple[Tensor, Any, list[CycleRecord]]:
+    def step_logits(self, state: Any, facts: Tensor, phase: Tensor,
+                    trace: bool = True) -> tuple[Tensor, Any, list[CycleRecord]]:
         raise NotImplementedError
 
     def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
@@ -72,17 +75,37 @@ class LearnedAgent:
 
     @torch.no_grad()  # not inference_mode: its tensors could not be reused by a later training step
     def act(self, obs: dict, state: Any, info: dict[str, Any]) -> tuple[int, Any, list[CycleRecord]]:
+        actions, state, records = self.act_batch([obs], state, [info])
+        return actions[0], state, records[0]
+
+    # False: act / act_batch build no cycle records (the runners set it from their ``trace`` option; decoding
+    # every cycle's winners and slots into words is a large part of a step's cost)
+    trace_cycles = True
+
+    # Agents whose state batches over episodes at different steps (``reset_rows``) set this; the vectorized
+    # runner (cogarch.vector) then steps N envs with one batched call per step.
+    supports_batch = False
+
+    @torch.no_grad()
+    def act_batch(self, obs: Sequence[dict], state: Any, infos: Sequence[dict[str, Any]]
+                  ) -> tuple[list[int], Any, list[list[CycleRecord]]]:
+        """``act`` for B envs at once (row b of ``state`` plays env b): B actions, the next state, and the
+        cycle records of each row. Reading steps answer ``<none>``; answers are the argmax over the env's
+        symbols (never ``<none>`` or ``?``)."""
         self.model.eval()
-        facts = torch.as_tensor(self.env_map.facts(obs["fact"]))[None]  # (1, 3)
-        phase = int(obs["phase"])
-        logits, state, records = self.step_logits(state, facts, torch.tensor([phase]))
-        if phase == 0:
-            action = 0  # <none>: reading steps are not scored
-        else:
-            allowed = torch.as_tensor(self.env_map.to_agent[2:])  # never <none> (0) or ? (1) as an answer
-            agent_action = int(allowed[logits[0, allowed].argmax()])
-            action = self.env_map.action_to_env(agent_action)
-        return action, state, [dataclasses.replace(rec, action=action) for rec in records]
+        facts = torch.as_tensor(np.stack([self.env_map.facts(o["fact"]) for o in obs]))  # (B, 3)
+        phase = torch.tensor([int(o["phase"]) for o in obs])  # (B,)
+        logits, state, records = self.step_logits(state, facts, phase, trace=self.trace_cycles)
+        allowed = torch.as_tensor(self.env_map.to_agent[2:])  # never <none> (0) or ? (1) as an answer
+        best = allowed[logits[:, allowed].argmax(-1)].tolist()  # (B,) agent ids
+        actions = [self.env_map.action_to_env(a) if ph else 0 for a, ph in zip(best, phase.tolist())]
+        B = len(actions)  # records come cycle by cycle, each cycle row by row (none without trace_cycles)
+        rows = [[dataclasses.replace(rec, action=actions[b]) for rec in records[b::B]] for b in range(B)]
+        return actions, state, rows
+
+    def reset_rows(self, state: Any, rows: Tensor) -> Any:
+        """``state`` with the rows where ``rows`` (B,) is True set to a new episode's initial state."""
+        raise NotImplementedError(f"{type(self).__name__} does not batch episodes at different steps")
 
     # ------------------------------------------------------------------ weights
     def num_parameters(self) -> int:

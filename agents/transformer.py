@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -177,6 +178,14 @@ class TransformerAgent(LearnedAgent):
         if vocab is None and agent_vocab is None:
             raise ValueError("TransformerAgent needs a fact-stream env (one with a vocab, e.g. env=story_qa); "
                              "this env has none")
+        for name, value in (("layers", layers), ("heads", heads), ("max_context", max_context),
+                            ("target_parameters", 1 if target_parameters is None else target_parameters)):
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name}={value!r} is out of range; allowed: integer >= 1"
+                                 + (" (or null)" if name == "target_parameters" else ""))
+        if target_parameters is None and (isinstance(dim, bool) or not isinstance(dim, Integral) or dim < heads
+                                          or dim % heads):
+            raise ValueError(f"dim={dim!r} is out of range; allowed: a positive multiple of heads={heads}")
         super().__init__(vocab, agent_vocab=agent_vocab, seed=seed)
         V = len(self.vocab)
         if target_parameters is not None:
@@ -201,16 +210,18 @@ class TransformerAgent(LearnedAgent):
         return TransformerState(torch.zeros(batch_size, 0, 3, **long), torch.zeros(batch_size, 0, **long),
                                 torch.zeros(batch_size, **long))
 
-    def step_logits(self, state: TransformerState, facts: Tensor, phase: Tensor
+    def step_logits(self, state: TransformerState, facts: Tensor, phase: Tensor, trace: bool = True
                     ) -> tuple[Tensor, TransformerState, list[CycleRecord]]:
         facts, phase = facts.to(self.device, torch.long), phase.to(self.device, torch.long)
         W = self.max_context
         window = torch.cat([state.facts, facts[:, None]], 1)[:, -W:]  # (B, W, 3)
         phases = torch.cat([state.phase, phase[:, None]], 1)[:, -W:]  # (B, W)
         logits = self.model(window, phases)[:, -1]  # (B, V)
-        rows = logits.detach().float().cpu()
-        records = [CycleRecord(step=int(s), cycle=0, action=None, action_logits=rows[b].tolist())
-                   for b, s in enumerate(state.step.tolist())]
+        records = []
+        if trace:
+            rows = logits.detach().float().cpu()
+            records = [CycleRecord(step=int(s), cycle=0, action=None, action_logits=rows[b].tolist())
+                       for b, s in enumerate(state.step.tolist())]
         return logits, TransformerState(window, phases, state.step + 1), records
 
     def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:

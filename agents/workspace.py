@@ -44,10 +44,11 @@ class WorkspaceModel(nn.Module):
 
 
 class AgentState(NamedTuple):
-    """Per-episode state of the agent: the workspace's (memories included) and the env step counter."""
+    """Per-episode state of the agent: the workspace's (memories included) and the env step counter (an int
+    for a batch of episodes in step, or a (B,) long tensor when each row is at its own step)."""
 
     workspace: WorkspaceState
-    step: int
+    step: int | Tensor
 
 
 def _part(value: Any) -> nn.Module | None:
@@ -119,12 +120,22 @@ class WorkspaceAgent(LearnedAgent):
         return None
 
     # ------------------------------------------------------------------ one step
-    def _step(self, state: WorkspaceState, facts: Tensor, step: int, inplace: bool) -> tuple[WorkspaceState, list]:
-        steps = torch.full((facts.shape[0],), step, dtype=torch.long)
+    supports_batch = True  # reset_rows: rows of one batch may be at different steps (cogarch.vector)
+
+    def reset_rows(self, state: AgentState, rows: Tensor) -> AgentState:
+        B = rows.shape[0]
+        steps = torch.as_tensor(state.step).expand(B)
+        return AgentState(self.workspace.reset_rows(state.workspace, rows), torch.where(rows, 0, steps))
+
+    def _step(self, state: WorkspaceState, facts: Tensor, step: int | Tensor,
+              inplace: bool) -> tuple[WorkspaceState, list]:
+        steps = torch.as_tensor(step, dtype=torch.long).expand(facts.shape[0])  # (B,)
         sensory = self.model.perception({"fact": facts, "step": steps})  # (B, 1, d)
         outs = []
         for c in range(self.cycles_per_step):
-            off = None if (step, c) not in self.suppress else torch.ones(facts.shape[0], dtype=torch.bool)
+            off = None
+            if self.suppress:  # the rows whose (step, cycle) is suppressed
+                off = torch.tensor([(s, c) in self.suppress for s in steps.tolist()])
             state, out = self.workspace.cycle(state, sensory, inplace=inplace, suppress=off)
             outs.append(out)
         return state, outs
@@ -136,7 +147,8 @@ class WorkspaceAgent(LearnedAgent):
         records: list[CycleRecord] = []
         if trace:
             for c, out in enumerate(outs):
-                records += self.workspace.records(out, [state.step] * facts.shape[0], c, index_layer=self.index_layer)
+                steps = torch.as_tensor(state.step).expand(facts.shape[0]).tolist()
+                records += self.workspace.records(out, steps, c, index_layer=self.index_layer)
         return outs[-1].logits, AgentState(ws, state.step + 1), records
 
     # ------------------------------------------------------------------ training

@@ -7,6 +7,7 @@
     cogarch train env=story_qa agent=workspace train.updates=2000 # imitation training, checkpoints
     cogarch eval env=story_qa 'runs=[runs/train/<folder>]' baselines=[random,oracle]
     cogarch experiment experiment=story_qa                         # train every agent, then eval them all
+    cogarch view runs/<run folder>                                 # a static HTML report of a run
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-COMMANDS = ("run", "train", "eval", "experiment")
+COMMANDS = ("run", "train", "eval", "experiment", "view")
 USAGE = f"usage: cogarch {{{','.join(COMMANDS)}}} [hydra overrides...]   (try: cogarch run --help)"
 
 
@@ -43,9 +44,18 @@ def _run(cfg) -> dict:
         cfg.agent, action_space=env.action_space, observation_space=env.observation_space, seed=cfg.seed,
         vocab=getattr(env.unwrapped, "vocab", None),
     )
-    summary = run_episodes(
-        env, agent, cfg.episodes, cfg.seed, out, trace=cfg.trace, progress=cfg.progress, max_steps=cfg.max_steps
-    )
+    num_envs = _num_envs(cfg)
+    if num_envs > 1:  # N envs stepped together, the agent's cycles batched over them
+        from cogarch.vector import run_episodes_vectorized
+
+        summary = run_episodes_vectorized(lambda: hydra.utils.instantiate(cfg.env), agent, cfg.episodes, cfg.seed,
+                                          num_envs, out, trace=cfg.trace, progress=cfg.progress,
+                                          max_steps=cfg.max_steps)
+    else:
+        summary = run_episodes(
+            env, agent, cfg.episodes, cfg.seed, out, trace=cfg.trace, progress=cfg.progress, max_steps=cfg.max_steps,
+            snapshots=bool(cfg.get("snapshots", False)),
+        )
     env.close()
     env_name = hc.runtime.choices.get("env")
     if env_name == "gym":
@@ -55,6 +65,13 @@ def _run(cfg) -> dict:
     print(format_table([row]))
     print(f"run directory: {out}" + (f" (trace: {out / 'trace.jsonl'})" if cfg.trace else ""))
     return row
+
+
+def _num_envs(cfg) -> int:
+    num_envs = cfg.get("num_envs", 1)
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs={num_envs!r} is out of range; allowed: integer >= 1")
+    return num_envs
 
 
 def _check_seed(cfg) -> None:
@@ -163,7 +180,7 @@ def _eval_in(cfg, out: Path, env_name: str) -> list:
     if not agents:
         raise ValueError("nothing to evaluate: give runs=[...] and/or baselines=[...]")
     rows = evaluate(make_env, agents, values, cfg.episodes, cfg.seed, out, trace=cfg.trace, progress=cfg.progress,
-                    key=key)
+                    key=key, num_envs=_num_envs(cfg))
     paths = write_report(rows, out, key, f"{env_name}: {cfg.episodes} held-out episodes (seeds {cfg.seed}..)")
     import pandas as pd
 
@@ -212,6 +229,7 @@ def _experiment(cfg) -> list:
         ev.seed, ev.dim, ev.progress, ev.episodes, ev.trace = cfg.seed, cfg.dim, cfg.progress, cfg.episodes, False
         ev.env = cfg.env
         ev.runs, ev.labels, ev.baselines, ev.sweep = runs, labels, cfg.baselines, cfg.sweep
+        ev.num_envs = cfg.get("num_envs", 1)
     print("== evaluating")
     return _eval_in(ev, out / "eval", choices.get("env"))
 
@@ -221,9 +239,13 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    command, rest = argv[0], argv[1:]
+    if command == "view":  # no hydra config: a run folder in, an HTML file out
+        from cogarch.inspect.report import main as view
+
+        sys.exit(view(rest))
     import hydra
 
-    command, rest = argv[0], argv[1:]
     config = {"experiment": "experiments"}.get(command, command)
     task = hydra.main(config_path="pkg://configs", config_name=config, version_base="1.3")(
         {"run": _run, "train": _train, "eval": _eval, "experiment": _experiment}[command])

@@ -5,6 +5,8 @@ Results are written as the run goes, so an interrupted run keeps every finished 
 - ``episodes.jsonl``: one JSON line per finished episode (seed, steps, reward, success, env metadata);
 - ``trace.jsonl``: one JSON line per cognitive cycle (episode, the agent's CycleRecord, oracle action,
   reward) when ``trace=True``;
+- ``snapshots/episode_XXXXXX.safetensors``: the agent's workspace state at the end of each episode
+  (a :class:`cogarch.trace.MemorySnapshot`) when ``snapshots=True`` and the agent's state has a workspace;
 - ``summary.json``: the aggregate, rewritten after every episode.
 """
 
@@ -40,6 +42,23 @@ def summarize(episodes: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     }
 
 
+def episode_result(episode: int, seed: int, steps: int, reward: float, last_info: dict[str, Any], answered: int,
+                   correct: int, answers: list[Any], truncated: bool, meta: dict[str, Any]) -> dict[str, Any]:
+    """One line of ``episodes.jsonl``; ``meta`` is what reset's info said about the episode."""
+    return {
+        "episode": episode,
+        "seed": seed,
+        "steps": steps,
+        "reward": reward,
+        "success": bool(last_info["success"]) if "success" in last_info else None,
+        "answer_steps": answered,
+        "correct_steps": correct,
+        "answers": answers,
+        "truncated": bool(truncated),
+        "meta": {k: v for k, v in meta.items() if k not in _STEP_KEYS},
+    }
+
+
 def run_episodes(
     env,
     agent,
@@ -49,20 +68,20 @@ def run_episodes(
     trace: bool = True,
     progress: bool = True,
     max_steps: int | None = None,
+    snapshots: bool = False,
 ) -> dict[str, Any]:
     """Run ``episodes`` episodes; episode ``i`` resets the env with seed ``seed + i``.
 
     Returns the summary dict (see :func:`summarize`). ``max_steps`` truncates runaway episodes of
-    third-party envs without a time limit.
+    third-party envs without a time limit. ``snapshots`` writes the agent's end-of-episode state (see the
+    module docstring).
     """
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
     out = Path(out_dir) if out_dir is not None else None
-    ep_file = tr_file = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        ep_file = open(out / "episodes.jsonl", "w")
-        tr_file = TraceWriter(out / "trace.jsonl", append=False, flush_each=False) if trace else None
+    files = RunFiles(out, trace)
+    if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
+        agent.trace_cycles = trace
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
     bar = tqdm(range(episodes), desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True)
@@ -85,40 +104,54 @@ def run_episodes(
                     answered += 1
                     correct += int(reward > 0)
                     actions.append(action)
-                if tr_file is not None:
-                    for rec in records:
-                        tr_file.write(rec, episode=i, oracle_action=oracle, reward=float(reward))
+                for rec in records if files.trace is not None else ():
+                    files.trace.write(rec, episode=i, oracle_action=oracle, reward=float(reward))
                 steps += 1
                 done = terminated or truncated or (max_steps is not None and steps >= max_steps)
+            if snapshots and out is not None:
+                from cogarch.inspect import snapshot_of
+
+                snap = snapshot_of(state, agent, episode=i, seed=ep_seed, steps=steps)
+                if snap is not None:
+                    snap.save(out / "snapshots" / f"episode_{i:06d}.safetensors")
             agent.end_episode(state)
-            result = {
-                "episode": i,
-                "seed": ep_seed,
-                "steps": steps,
-                "reward": total,
-                "success": bool(info["success"]) if "success" in info else None,
-                "answer_steps": answered,
-                "correct_steps": correct,
-                "answers": actions,
-                "truncated": bool(truncated),
-                "meta": meta,
-            }
+            result = episode_result(i, ep_seed, steps, total, info, answered, correct, actions, truncated, meta)
             results.append(result)
-            if ep_file is not None:
-                ep_file.write(json.dumps(to_jsonable(result)) + "\n")
-                ep_file.flush()
-                if tr_file is not None:
-                    tr_file.flush()
-                summary = summarize(results, time.perf_counter() - start)
-                (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+            files.finished(results, time.perf_counter() - start)
             rate = sum(bool(r["success"]) for r in results) / len(results)
             bar.set_postfix(success=f"{rate:.3f}", refresh=False)  # redrawn at tqdm's own pace
     finally:
         bar.close()
-        for f in (ep_file, tr_file):
+        files.close()
+    return summarize(results, time.perf_counter() - start)
+
+
+class RunFiles:
+    """The files of a run folder (module docstring), written as episodes finish; nothing when ``out`` is None.
+
+    ``trace`` is the TraceWriter of trace.jsonl (None without traces or folder); :meth:`finished` appends the
+    last of ``results`` to episodes.jsonl, flushes both files and rewrites summary.json."""
+
+    def __init__(self, out: Path | None, trace: bool):
+        self.out, self.episodes, self.trace = out, None, None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            self.episodes = open(out / "episodes.jsonl", "w")
+            self.trace = TraceWriter(out / "trace.jsonl", append=False, flush_each=False) if trace else None
+
+    def finished(self, results: list[dict[str, Any]], wall_s: float) -> None:
+        if self.episodes is None:
+            return
+        self.episodes.write(json.dumps(to_jsonable(results[-1])) + "\n")
+        self.episodes.flush()
+        if self.trace is not None:
+            self.trace.flush()
+        (self.out / "summary.json").write_text(json.dumps(to_jsonable(summarize(results, wall_s)), indent=2) + "\n")
+
+    def close(self) -> None:
+        for f in (self.episodes, self.trace):
             if f is not None:
                 f.close()
-    return summarize(results, time.perf_counter() - start)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

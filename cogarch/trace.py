@@ -64,6 +64,11 @@ class CycleRecord:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def _repr_html_(self) -> str:  # a notebook shows the candidates, winners and slots as tables
+        from cogarch.inspect.html import cycle_html
+
+        return cycle_html(self)
+
 
 def to_jsonable(value: Any) -> Any:
     """A plain-JSON copy of ``value``: numpy scalars and arrays become Python values, sets sorted lists, and
@@ -196,6 +201,11 @@ class MemorySnapshot:
 
     def size_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def _repr_html_(self) -> str:  # a notebook shows the meta, decoded slots and every tensor's shape
+        from cogarch.inspect.html import snapshot_html
+
+        return snapshot_html(self)
 
 
 def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:

@@ -62,6 +62,19 @@ def _map_tensors(value: Any, fn) -> Any:
     return value
 
 
+def _zip_tensors(a: Any, b: Any, fn) -> Any:
+    """``fn(x, y)`` on the tensors at the same place of two states of the same structure (None stays None)."""
+    if isinstance(a, Tensor):
+        return fn(a, b)
+    if hasattr(a, "_fields"):
+        return type(a)(*(_zip_tensors(x, y, fn) for x, y in zip(a, b)))
+    if isinstance(a, dict):
+        return {k: _zip_tensors(a[k], b[k], fn) for k in a}
+    if isinstance(a, (tuple, list)):
+        return type(a)(_zip_tensors(x, y, fn) for x, y in zip(a, b))
+    return a
+
+
 class CycleOutput(NamedTuple):
     logits: Tensor  # (B, A) action logits
     candidates: Tensor  # (B, N, d) everything that competed
@@ -173,6 +186,15 @@ class Workspace(nn.Module):
         fresh = self.initial_state(state.conscious.shape[0], state.conscious.device)
         kept = {m.source: m.end_episode(state.memories[m.source]) for m in self.memories}
         return fresh._replace(memories=kept)
+
+    def reset_rows(self, state: WorkspaceState, rows: Tensor) -> WorkspaceState:
+        """``state`` with the rows where ``rows`` (B,) is True replaced by a fresh initial state (a new
+        episode in that row; the other rows are untouched). Used to batch episodes that start at different
+        times (cogarch.vector)."""
+        if not bool(rows.any()):
+            return state
+        fresh = self.initial_state(rows.shape[0], rows.device)
+        return _zip_tensors(state, fresh, lambda old, new: torch.where(rows.view(-1, *(1,) * (old.dim() - 1)), new, old))
 
     def cycle(self, state: WorkspaceState, sensory: Tensor, sensory_mask: Tensor | None = None,
               inplace: bool = False, suppress: Tensor | None = None) -> tuple[WorkspaceState, CycleOutput]:

@@ -1,0 +1,129 @@
+"""Vectorized episodes: N envs stepped together, the agent's cognitive cycles batched over them.
+
+``run_episodes_vectorized`` plays the same episodes as :func:`cogarch.runner.run_episodes` (episode ``i``
+resets with seed ``seed + i``) on ``num_envs`` env copies at once. An agent that batches episodes at
+different steps (``supports_batch``: the workspace agent) acts on all N envs with one call per step, its
+state one row per env; a row is reset (``reset_rows``) when its env starts a new episode. Other agents
+(baselines, the transformer) act env by env with their own state, so any agent runs here.
+
+The run folder holds the same files as a single-env run, written in episode order as episodes finish (an
+episode that ends before an earlier one waits in memory until that one is written), so ``episodes.jsonl``
+and ``trace.jsonl`` are line for line those of ``num_envs=1`` with the same seeds, up to floating-point
+rounding between batch sizes (which could flip an argmax between near-equal logits).
+
+The envs are a plain list rather than a ``gymnasium.vector.SyncVectorEnv``: every episode must start from
+its own seed (``seed + i``) whenever its slot frees up, and slots sit idle at the end of a run; a vector env
+steps every sub-env at every call and autoresets with seeds of its own. The per-env Python work is the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from cogarch.runner import RunFiles, episode_result, summarize
+
+
+def run_episodes_vectorized(
+    make_env: Callable[[], Any],
+    agent,
+    episodes: int,
+    seed: int,
+    num_envs: int,
+    out_dir: str | Path | None = None,
+    trace: bool = True,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Run ``episodes`` episodes on ``num_envs`` envs made by ``make_env``; returns the summary dict."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes} must be >= 1")
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs={num_envs!r} is out of range; allowed: integer >= 1")
+    n = min(num_envs, episodes)
+    envs = [make_env() for _ in range(n)]
+    batched = bool(getattr(agent, "supports_batch", False))
+    if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
+        agent.trace_cycles = trace
+    files = RunFiles(Path(out_dir) if out_dir is not None else None, trace)
+
+    episode = [None] * n  # the episode index each env plays (None: idle)
+    obs, info, run = [None] * n, [None] * n, [None] * n  # run: that episode's tallies and trace lines
+    states = [None] * n  # per-env agent states (agents that do not batch)
+    state = agent.initial_state(seed=seed, batch_size=n) if batched else None
+    finished: dict[int, tuple[dict, list]] = {}  # episode -> (result, trace lines), waiting to be written
+    results: list[dict[str, Any]] = []
+    next_episode, start = 0, time.perf_counter()
+    bar = tqdm(total=episodes, desc=f"episodes x{n} envs", unit="ep", disable=not progress, dynamic_ncols=True)
+
+    def begin(i: int) -> bool:
+        """Start the next episode in env i; False when every episode has been started."""
+        nonlocal next_episode
+        if next_episode >= episodes:
+            episode[i] = None
+            return False
+        ep, next_episode = next_episode, next_episode + 1
+        episode[i] = ep
+        obs[i], info[i] = envs[i].reset(seed=seed + ep)
+        run[i] = {"meta": info[i], "reward": 0.0, "steps": 0, "answered": 0, "correct": 0, "answers": [], "trace": []}
+        if not batched:
+            states[i] = agent.initial_state(seed=seed + ep)
+        return True
+
+    def write_ready() -> None:
+        """Write the finished episodes that follow the last written one, in episode order."""
+        while len(results) in finished:
+            result, lines = finished.pop(len(results))
+            for rec, extra in lines if files.trace is not None else ():
+                files.trace.write(rec, episode=result["episode"], **extra)
+            results.append(result)
+            files.finished(results, time.perf_counter() - start)
+
+    try:
+        started = torch.tensor([begin(i) for i in range(n)])
+        if batched:
+            state = agent.reset_rows(state, started)
+        while any(e is not None for e in episode):
+            live = [i for i in range(n) if episode[i] is not None]
+            if batched:  # idle rows act on their last observation; their outputs are dropped
+                actions, state, records = agent.act_batch(obs, state, info)
+            else:
+                actions, records = [None] * n, [[] for _ in range(n)]
+                for i in live:
+                    actions[i], states[i], records[i] = agent.act(obs[i], states[i], info[i])
+            restart = torch.zeros(n, dtype=torch.bool)
+            for i in live:
+                oracle, phase = info[i].get("oracle_action"), info[i].get("phase")
+                obs[i], reward, terminated, truncated, info[i] = envs[i].step(actions[i])
+                r = run[i]
+                r["reward"] += float(reward)
+                if phase == 1:
+                    r["answered"] += 1
+                    r["correct"] += int(reward > 0)
+                    r["answers"].append(actions[i])
+                if trace:
+                    r["trace"] += [(rec, {"oracle_action": oracle, "reward": float(reward)}) for rec in records[i]]
+                r["steps"] += 1
+                if terminated or truncated or (max_steps is not None and r["steps"] >= max_steps):
+                    if not batched:
+                        agent.end_episode(states[i])
+                    ep = episode[i]
+                    result = episode_result(ep, seed + ep, r["steps"], r["reward"], info[i], r["answered"],
+                                            r["correct"], r["answers"], truncated, r["meta"])
+                    finished[ep] = (result, r["trace"])
+                    bar.update(1)
+                    restart[i] = begin(i)
+            if batched:
+                state = agent.reset_rows(state, restart)
+            write_ready()
+            if results:
+                bar.set_postfix(success=f"{sum(bool(r['success']) for r in results) / len(results):.3f}", refresh=False)
+    finally:
+        bar.close()
+        files.close()
+    return summarize(results, time.perf_counter() - start)

@@ -1,0 +1,295 @@
+"""cogarch.inspect: a run loads, its DataFrame has one row per cycle, every plot draws what the trace holds,
+the counterfactual ranking finds the cycles that carry the answer, and the HTML report holds the tables."""
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import environments  # noqa: F401
+from agents.checkpoint import load_agent
+from agents.workspace import WorkspaceAgent
+from cogarch.bottleneck import Bottleneck
+from cogarch.inspect import COLUMNS, load_run, snapshot_of
+from cogarch.inspect import plots
+from cogarch.inspect.anchors import anchor_hit, counterfactual_importance, replay
+from cogarch.inspect.html import words
+from cogarch.inspect.report import render, write_report
+from cogarch.memory.episodic import EpisodicMemory
+from cogarch.memory.long_term import OuterProductMemory
+from cogarch.memory.working import WorkingMemory
+from cogarch.runner import run_episodes
+from cogarch.trace import MemorySnapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cogarch(*args, check=True):
+    res = subprocess.run([sys.executable, "-m", "cogarch.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    if check and res.returncode != 0:
+        raise AssertionError(f"cogarch {args} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """A run of the shipped StoryQA agent written by `cogarch run` (with snapshots)."""
+    out = tmp_path_factory.mktemp("cli_run")
+    cogarch("run", "episodes=4", "progress=false", f"hydra.run.dir={out}")
+    return out
+
+
+def full_agent(vocab, seed=0):
+    """An untrained workspace agent with working, long-term (outer product) and episodic memory."""
+    torch.manual_seed(seed)
+    return WorkspaceAgent(Bottleneck(32, k=2), dim=32, working=WorkingMemory(32, slots=4),
+                          long_term=OuterProductMemory(32, capacity=64), episodic=EpisodicMemory(32, window=8),
+                          vocab=vocab, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """A run of the full (untrained) agent through run_episodes: boundaries, long-term memory, snapshots."""
+    out = tmp_path_factory.mktemp("full_run")
+    env = gym.make("cogarch/StoryQA-v0", task=2)
+    agent = full_agent(env.unwrapped.vocab)
+    run_episodes(env, agent, 2, 0, out, progress=False, snapshots=True)
+    return out, agent
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def test_cli_run_loads_with_one_row_per_cycle(cli_run):
+    run = load_run(cli_run)
+    lines = [json.loads(l) for l in (cli_run / "trace.jsonl").read_text().splitlines()]
+    df = run.to_dataframe()
+    assert list(df.columns) == list(COLUMNS) and len(df) == len(lines) == len(run.records)
+    assert [e.index for e in run.episodes] == [0, 1, 2, 3]
+    for (_, row), line in zip(df.iterrows(), lines):
+        assert (row.episode, row.step, row.cycle, row.action, row.oracle_action) == (
+            line["episode"], line["step"], line["cycle"], line["action"], line["oracle_action"])
+        assert row.winners == line["winners"] and row.winner_concepts == line["winner_concepts"]
+        assert row.answering == (line["oracle_action"] != 0)
+    assert df.groupby("episode").size().tolist() == [e.steps for e in run.episodes]
+    # the run wrote a snapshot per episode, loadable and decoded
+    snap = run.snapshot(0)
+    assert (cli_run / "snapshots" / "episode_000000.safetensors").is_file()
+    assert snap.meta["episode"] == 0 and len(snap.meta["slot_concepts"]) == 8
+    assert "memories.working.slots" in snap.tensors
+
+
+def test_not_a_run_is_refused_by_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
+        load_run(tmp_path / "nope")
+    with pytest.raises(ValueError, match=f"{tmp_path} is not a cogarch run folder"):
+        load_run(tmp_path)
+    res = cogarch("view", str(tmp_path), check=False)
+    assert res.returncode == 2 and str(tmp_path) in res.stderr
+
+
+def test_truncated_trace_loads_up_to_the_last_complete_record(cli_run, tmp_path):
+    cut = tmp_path / "cut"
+    shutil.copytree(cli_run, cut)
+    text = (cut / "trace.jsonl").read_text()
+    (cut / "trace.jsonl").write_text(text[: len(text) - 40])  # the last line cut mid-write
+    with pytest.warns(UserWarning, match="truncated"):
+        run = load_run(cut)
+    assert len(run.records) == len(text.splitlines()) - 1
+
+
+def test_html_reprs_show_winners_and_slots(cli_run):
+    run = load_run(cli_run)
+    ep = run.episodes[0]
+    rec = ep.records[-1]
+    html = rec._repr_html_()
+    for c in rec.winner_concepts:
+        assert words(c) in html
+    for c in rec.slot_concepts:
+        if c is not None:
+            assert words(c) in html
+    assert "<table" in ep._repr_html_() and words(ep.records[0].winner_concepts[0]) in ep._repr_html_()
+    assert "<table" in run._repr_html_() and "success_rate" in run._repr_html_()
+    snap_html = run.snapshot(0)._repr_html_()
+    assert "memories.working.slots" in snap_html
+    assert words(next(c for c in run.snapshot(0).meta["slot_concepts"] if c)) in snap_html
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def test_competition_heatmap_marks_the_trace_winners(cli_run):
+    ep = load_run(cli_run).episodes[0]
+    fig, data = plots.plot_competition(ep)
+    assert data["winner_candidates"] == [r.winners for r in ep.records]
+    marked = {(data["order"][row], col) for row, col in data["winners"]}
+    assert marked == {(w, col) for col, r in enumerate(ep.records) for w in r.winners}
+    for col, r in enumerate(ep.records):  # the colours are the recorded scores
+        for row, cand in enumerate(data["order"]):
+            score = r.candidates[cand]["score"]
+            assert (np.isnan(data["scores"][row, col]) if score is None else data["scores"][row, col] == score)
+    sources = data["sources"]  # grouped: each source is one contiguous block of rows
+    assert len({s for s in sources}) == sum(1 for i, s in enumerate(sources) if i == 0 or s != sources[i - 1])
+    assert fig.axes
+
+
+def test_working_memory_plot_shows_the_decoded_slots(cli_run):
+    ep = load_run(cli_run).episodes[1]
+    _, data = plots.plot_working_memory(ep)
+    for col, r in enumerate(ep.records):
+        assert [data["labels"][k][col] for k in range(len(r.slot_concepts))] == [
+            "" if c is None else words(c) for c in r.slot_concepts]
+        assert np.allclose(data["writes"][:, col], np.max(r.write_weights, axis=0))
+
+
+def test_surprise_plot_and_boundaries_follow_the_trace(full_run):
+    out, _ = full_run
+    ep = load_run(out).episodes[0]
+    _, data = plots.plot_surprise(ep)
+    assert np.allclose(data["surprise"], [r.surprise for r in ep.records])
+    assert data["boundaries"] == [i for i, r in enumerate(ep.records) if r.boundary]
+    assert all(r.boundary is not None for r in ep.records)  # the episodic memory reports every cycle
+
+
+def test_long_term_graph_of_broadcast_triples(cli_run):
+    ep = load_run(cli_run).episodes[0]
+    _, data = plots.plot_long_term_graph(ep)
+    expected = list(dict.fromkeys(tuple(c) for r in ep.records for c in r.winner_concepts))
+    assert data["edges"] == expected
+    assert data["graph"].number_of_edges() == len(expected)
+
+
+def test_long_term_completions_read_the_memory_of_a_snapshot(full_run):
+    out, agent = full_run
+    run = load_run(out)
+    snap = run.snapshot(1)
+    assert "memories.long_term.matrix" in snap.tensors
+    cues = list(dict.fromkeys((c[0], c[1]) for r in run.episodes[1].records for c in r.winner_concepts))[:6]
+    completions = plots.long_term_completions(agent, snap, cues)
+    assert [(s, p) for s, p, _, _ in completions] == cues
+    _, data = plots.plot_long_term_graph(completions=completions)
+    assert data["edges"] == [(s, p, o) for s, p, o, _ in completions]
+    # its defining property on a memory holding exactly one fact: (s, p, ?) completes to that fact's object
+    vocab = agent.index_layer.vocab
+    ids = torch.tensor([[vocab.index("mary"), vocab.index("go"), vocab.index("kitchen")]])
+    memory = next(m for m in agent.workspace.memories if m.source == "long_term")
+    with torch.no_grad():
+        state, _ = memory.receive(memory.initial_state(1), agent.index_layer.encode_triple(ids)[:, None])
+    one = MemorySnapshot.of({"memories": {"long_term": state}})
+    (s, p, o, prob), = plots.long_term_completions(agent, one, [("mary", "go")])
+    assert o == "kitchen"
+    with pytest.raises(ValueError, match="not concepts"):
+        plots.long_term_completions(agent, one, [("mary", "flies")])
+
+
+def test_pca_finds_a_grid_embedded_in_a_high_dimensional_space():
+    grid = [(r, c) for r in range(4) for c in range(4)]
+    names = [f"n{r}{c}" for r, c in grid]
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(16, 16)))[0][:, :2]  # a random 2-D plane in 16-D
+    reps = np.array([basis @ np.array(p, float) for p in grid for _ in range(3)]) + rng.normal(0, 0.01, (48, 16))
+    labels = [n for n in names for _ in range(3)]
+    fig, data = plots.plot_pca(reps, labels, positions=dict(zip(names, grid)))
+    assert data["concepts"] == names and data["coords"].shape == (16, 2)
+    assert data["distance_correlation"] > 0.99 and sum(data["explained"]) > 0.99
+
+
+def test_pca_along_a_graph_trace_episode():
+    env = gym.make("cogarch/GraphTrace-v0", size=3, walk_length=30, warmup=10)
+    agent = full_agent(env.unwrapped.vocab)
+    reps, labels, info = plots.graph_trace_representations(agent, env, seed=0)
+    assert reps.shape == (30, 32) and len(labels) == 30
+    assert set(labels) <= set(info["words"]) and labels[0] == info["walk"][1]
+    _, data = plots.plot_pca(reps, labels, info["positions"])
+    assert data["concepts"] == list(dict.fromkeys(labels))
+    means = np.stack([reps[[l == c for l in labels]].mean(0) for c in data["concepts"]])
+    sv = np.linalg.svd(means - means.mean(0), compute_uv=False)
+    assert np.allclose((data["coords"] ** 2).sum(0), sv[:2] ** 2, rtol=1e-4)  # the top two components
+    assert data["distance_correlation"] is None or -1 <= data["distance_correlation"] <= 1
+
+
+# ------------------------------------------------------------------------------------------------ anchors
+def test_suppressing_the_supporting_fact_changes_the_answer_probability():
+    env = gym.make("cogarch/StoryQA-v0", task=1)
+    agent = load_agent("story_qa", vocab=env.unwrapped.vocab)
+    base = replay(agent, env, 2)
+    assert replay(agent, env, 2)["p_correct"] == base["p_correct"]  # replay is deterministic
+    drops, hits = [], 0
+    for seed in range(5):
+        table = counterfactual_importance(agent, env, seed, reading_only=True)
+        assert agent.suppress == set()  # restored after the replays
+        assert table["rank"].tolist() == list(range(1, len(table) + 1))
+        assert table["importance"].is_monotonic_decreasing
+        assert (table.phase == 0).all() and len(table) == replay(agent, env, seed)["phases"].count(0)
+        support = table[table.supporting]
+        drops.append(float(support.importance.max()))
+        hits += anchor_hit(table)
+    # the cycle that read the answer's fact matters: without it the correct answer loses probability
+    assert sum(d > 0.05 for d in drops) >= 4, drops
+    assert hits >= 3
+
+
+def test_replay_refuses_an_agent_without_suppress():
+    env = gym.make("cogarch/StoryQA-v0", task=1)
+    with pytest.raises(TypeError, match="suppress"):
+        replay(object(), env, 0)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def test_view_writes_a_self_contained_report_with_the_tables(cli_run):
+    res = cogarch("view", str(cli_run), "--episodes", "2")
+    report = cli_run / "report.html"
+    assert str(report) in res.stdout
+    html = report.read_text()
+    run = load_run(cli_run)
+    assert html.count("<table") >= 6 and "Summary" in html and "success_rate" in html
+    assert html.count("data:image/png;base64,") == 8  # 4 plots x 2 episodes
+    for e in run.episodes:  # the episodes table
+        assert f"<td>{e.index}</td><td>{e.seed}</td><td>{e.steps}</td>" in html
+    assert words(run.episodes[0].records[0].winner_concepts[0]) in html
+    assert "src=\"http" not in html and "<script" not in html  # nothing to fetch, no server
+
+
+def test_report_of_a_baseline_run_says_what_it_cannot_plot(tmp_path):
+    env = gym.make("cogarch/StoryQA-v0", task=1)
+    from agents.baselines import RandomAgent
+
+    agent = RandomAgent(action_space=env.action_space, observation_space=env.observation_space, seed=0)
+    run_episodes(env, agent, 1, 0, tmp_path, progress=False, snapshots=True)
+    assert not (tmp_path / "snapshots").exists()  # a baseline has no workspace state
+    html = render(load_run(tmp_path))
+    assert "no candidates" in html and "<table" in html
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(cli_run, tmp_path):
+    report = write_report(cli_run, tmp_path / "report.html", episodes=1)
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+                    report.resolve().as_uri()], capture_output=True, timeout=120, check=True)
+    import matplotlib.image
+
+    img = matplotlib.image.imread(shot)
+    assert img.shape[:2] == (2000, 1280)
+    assert img[..., :3].std() > 0.05  # not a blank page: tables and plots were drawn
+
+
+def test_task2_agent_puts_a_supporting_fact_first():
+    """The agent shipped for StoryQA task 2: every ranking's top reading cycles hold a supporting fact (the
+    person's location); benchmarks/bench_anchors.py measures how often both supporting facts lead."""
+    env = gym.make("cogarch/StoryQA-v0", task=2)
+    agent = load_agent("story_qa_task2", vocab=env.unwrapped.vocab)
+    agent.trace_cycles = False  # replay turns the records it reads back on, and restores the setting
+    for seed in range(4):
+        table = counterfactual_importance(agent, env, seed, reading_only=True)
+        assert table.attrs["base_correct"]
+        assert table.iloc[0].supporting and table.iloc[0].importance > 0.5
+    assert agent.trace_cycles is False
