@@ -50,7 +50,7 @@ def _run(cfg) -> dict:
 
         summary = run_episodes_vectorized(lambda: hydra.utils.instantiate(cfg.env), agent, cfg.episodes, cfg.seed,
                                           num_envs, out, trace=cfg.trace, progress=cfg.progress,
-                                          max_steps=cfg.max_steps)
+                                          max_steps=cfg.max_steps, snapshots=bool(cfg.get("snapshots", False)))
     else:
         summary = run_episodes(
             env, agent, cfg.episodes, cfg.seed, out, trace=cfg.trace, progress=cfg.progress, max_steps=cfg.max_steps,

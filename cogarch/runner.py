@@ -109,11 +109,7 @@ def run_episodes(
                 steps += 1
                 done = terminated or truncated or (max_steps is not None and steps >= max_steps)
             if snapshots and out is not None:
-                from cogarch.inspect import snapshot_of
-
-                snap = snapshot_of(state, agent, episode=i, seed=ep_seed, steps=steps)
-                if snap is not None:
-                    snap.save(out / "snapshots" / f"episode_{i:06d}.safetensors")
+                save_snapshot(out, state, agent, i, ep_seed, steps)
             agent.end_episode(state)
             result = episode_result(i, ep_seed, steps, total, info, answered, correct, actions, truncated, meta)
             results.append(result)
@@ -124,6 +120,15 @@ def run_episodes(
         bar.close()
         files.close()
     return summarize(results, time.perf_counter() - start)
+
+
+def save_snapshot(out: Path, state: Any, agent: Any, episode: int, seed: int, steps: int) -> None:
+    """snapshots/episode_XXXXXX.safetensors: the episode's final workspace state (nothing for agents without one)."""
+    from cogarch.inspect import snapshot_of
+
+    snap = snapshot_of(state, agent, episode=episode, seed=seed, steps=steps)
+    if snap is not None:
+        snap.save(out / "snapshots" / f"episode_{episode:06d}.safetensors")
 
 
 class RunFiles:

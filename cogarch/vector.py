@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cogarch.runner import RunFiles, episode_result, summarize
+from cogarch.runner import RunFiles, episode_result, save_snapshot, summarize
 
 
 def run_episodes_vectorized(
@@ -39,8 +39,10 @@ def run_episodes_vectorized(
     trace: bool = True,
     progress: bool = True,
     max_steps: int | None = None,
+    snapshots: bool = False,
 ) -> dict[str, Any]:
-    """Run ``episodes`` episodes on ``num_envs`` envs made by ``make_env``; returns the summary dict."""
+    """Run ``episodes`` episodes on ``num_envs`` envs made by ``make_env``; returns the summary dict.
+    ``snapshots`` writes each episode's final workspace state as in :func:`cogarch.runner.run_episodes`."""
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -110,9 +112,13 @@ def run_episodes_vectorized(
                     r["trace"] += [(rec, {"oracle_action": oracle, "reward": float(reward)}) for rec in records[i]]
                 r["steps"] += 1
                 if terminated or truncated or (max_steps is not None and r["steps"] >= max_steps):
+                    ep = episode[i]
+                    if snapshots and files.out is not None:
+                        row = states[i] if not batched else state._replace(
+                            workspace=state.workspace.rows(slice(i, i + 1)), step=state.step[i])
+                        save_snapshot(files.out, row, agent, ep, seed + ep, r["steps"])
                     if not batched:
                         agent.end_episode(states[i])
-                    ep = episode[i]
                     result = episode_result(ep, seed + ep, r["steps"], r["reward"], info[i], r["answered"],
                                             r["correct"], r["answers"], truncated, r["meta"])
                     finished[ep] = (result, r["trace"])

@@ -49,6 +49,10 @@ class WorkspaceState(NamedTuple):
         """The same values cut from any autograd graph (call between training windows)."""
         return _map_tensors(self, lambda t: t.detach())
 
+    def rows(self, index: slice | Tensor) -> "WorkspaceState":
+        """The state of some batch rows (every tensor indexed on its first axis), e.g. ``rows(slice(i, i + 1))``."""
+        return _map_tensors(self, lambda t: t[index])
+
 
 def _map_tensors(value: Any, fn) -> Any:
     if isinstance(value, Tensor):

@@ -58,11 +58,18 @@ def test_cli_num_envs_writes_the_same_episodes(tmp_path):
 
     def run(n):
         cmd = [sys.executable, "-m", "cogarch.cli", "run", "episodes=6", f"num_envs={n}", "progress=false",
-               "snapshots=false", f"hydra.run.dir={tmp_path / str(n)}"]
+               f"hydra.run.dir={tmp_path / str(n)}"]
         return subprocess.run(cmd, capture_output=True, text=True)
 
     assert run(1).returncode == 0 and run(4).returncode == 0
     assert lines(tmp_path / "4" / "episodes.jsonl") == lines(tmp_path / "1" / "episodes.jsonl")
     assert len(lines(tmp_path / "4" / "trace.jsonl")) == len(lines(tmp_path / "1" / "trace.jsonl"))
+    from cogarch.trace import MemorySnapshot
+
+    for i in range(6):  # each episode's final state, the same with one env or four
+        name = f"snapshots/episode_{i:06d}.safetensors"
+        one, four = MemorySnapshot.load(tmp_path / "1" / name), MemorySnapshot.load(tmp_path / "4" / name)
+        assert one.meta == four.meta and one.tensors.keys() == four.tensors.keys()
+        assert all(torch.allclose(one.tensors[k].float(), four.tensors[k].float(), atol=1e-4) for k in one.tensors)
     bad = run(0)
     assert bad.returncode != 0 and "num_envs=0 is out of range" in bad.stderr
