@@ -31,6 +31,9 @@ def _run(cfg) -> dict:
     _check_seed(cfg)
     if not isinstance(cfg.episodes, int) or cfg.episodes < 1:
         raise ValueError(f"episodes={cfg.episodes!r} must be an integer >= 1")
+    resume = bool(cfg.get("resume", False))
+    if resume:
+        _check_resumable(cfg)
     out = _run_dir(cfg)
     hc = HydraConfig.get()
 
@@ -50,11 +53,12 @@ def _run(cfg) -> dict:
 
         summary = run_episodes_vectorized(lambda: hydra.utils.instantiate(cfg.env), agent, cfg.episodes, cfg.seed,
                                           num_envs, out, trace=cfg.trace, progress=cfg.progress,
-                                          max_steps=cfg.max_steps, snapshots=bool(cfg.get("snapshots", False)))
+                                          max_steps=cfg.max_steps, snapshots=bool(cfg.get("snapshots", False)),
+                                          resume=resume)
     else:
         summary = run_episodes(
             env, agent, cfg.episodes, cfg.seed, out, trace=cfg.trace, progress=cfg.progress, max_steps=cfg.max_steps,
-            snapshots=bool(cfg.get("snapshots", False)),
+            snapshots=bool(cfg.get("snapshots", False)), resume=resume,
         )
     env.close()
     env_name = hc.runtime.choices.get("env")
@@ -72,6 +76,27 @@ def _num_envs(cfg) -> int:
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs={num_envs!r} is out of range; allowed: integer >= 1")
     return num_envs
+
+
+# What must not change between a run and its resumption (the episodes it already wrote depend on them)
+RESUME_KEYS = ("env", "agent", "seed", "dim", "max_steps")
+
+
+def _check_resumable(cfg) -> None:
+    """``resume=true`` continues the run in ``hydra.run.dir``: refuse if that run had another configuration."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    saved = Path(HydraConfig.get().runtime.output_dir) / "config.yaml"
+    if not saved.is_file():
+        return  # nothing to resume: a fresh run
+    old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    new = OmegaConf.to_container(cfg, resolve=True)
+    for key in RESUME_KEYS:
+        if old.get(key) != new.get(key):
+            raise ValueError(f"resume=true: the run in {saved.parent} was made with {key}={old.get(key)!r}, this "
+                             f"command has {key}={new.get(key)!r}; the same {', '.join(RESUME_KEYS)} are needed "
+                             "to continue it (or choose another hydra.run.dir)")
 
 
 def _check_seed(cfg) -> None:

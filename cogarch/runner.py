@@ -69,8 +69,13 @@ def run_episodes(
     progress: bool = True,
     max_steps: int | None = None,
     snapshots: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``episodes`` episodes; episode ``i`` resets the env with seed ``seed + i``.
+
+    ``resume``: continue the run in ``out_dir`` after the last episode it finished (see
+    :func:`finished_episodes`); every episode is independent of the others, so the results equal an
+    uninterrupted run's.
 
     Returns the summary dict (see :func:`summarize`). ``max_steps`` truncates runaway episodes of
     third-party envs without a time limit. ``snapshots`` writes the agent's end-of-episode state (see the
@@ -79,12 +84,13 @@ def run_episodes(
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
     out = Path(out_dir) if out_dir is not None else None
-    files = RunFiles(out, trace)
+    files = RunFiles(out, trace, resume)
     if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
         agent.trace_cycles = trace
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = files.done[:episodes]
     start = time.perf_counter()
-    bar = tqdm(range(episodes), desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(len(results), episodes), desc="episodes", unit="ep", disable=not progress,
+               dynamic_ncols=True, initial=len(results), total=episodes)
     try:
         for i in bar:
             ep_seed = seed + i
@@ -122,6 +128,43 @@ def run_episodes(
     return summarize(results, time.perf_counter() - start)
 
 
+def finished_episodes(out: Path) -> list[dict[str, Any]]:
+    """The episodes 0, 1, ... that an interrupted run in ``out`` finished, from its ``episodes.jsonl``.
+
+    The files are cut back to them: a partly written last line of ``episodes.jsonl`` goes, and so do the
+    lines of ``trace.jsonl`` of later (unfinished) episodes and a partly written last trace line. A run that
+    resumes from here appends to what is left and ends with the files of an uninterrupted run."""
+    path = out / "episodes.jsonl"
+    if not path.is_file():
+        return []
+    done, keep = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                result = json.loads(line) if line.endswith(b"\n") else None
+            except json.JSONDecodeError:
+                result = None
+            if not isinstance(result, dict) or result.get("episode") != len(done):
+                break
+            done.append(result)
+            keep += len(line)
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+    trace = out / "trace.jsonl"
+    if trace.is_file():  # keep the complete lines of the finished episodes
+        tmp = trace.with_name(trace.name + ".resume")
+        with open(trace, "rb") as src, open(tmp, "wb") as dst:
+            for line in src:
+                try:
+                    ok = line.endswith(b"\n") and json.loads(line).get("episode", len(done)) < len(done)
+                except (json.JSONDecodeError, AttributeError):
+                    ok = False
+                if ok:
+                    dst.write(line)
+        tmp.replace(trace)
+    return done
+
+
 def save_snapshot(out: Path, state: Any, agent: Any, episode: int, seed: int, steps: int) -> None:
     """snapshots/episode_XXXXXX.safetensors: the episode's final workspace state (nothing for agents without one)."""
     from cogarch.inspect import snapshot_of
@@ -137,12 +180,16 @@ class RunFiles:
     ``trace`` is the TraceWriter of trace.jsonl (None without traces or folder); :meth:`finished` appends the
     last of ``results`` to episodes.jsonl, flushes both files and rewrites summary.json."""
 
-    def __init__(self, out: Path | None, trace: bool):
+    def __init__(self, out: Path | None, trace: bool, resume: bool = False):
         self.out, self.episodes, self.trace = out, None, None
+        self.done: list[dict[str, Any]] = []  # with ``resume``: the episodes an earlier run finished
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            self.episodes = open(out / "episodes.jsonl", "w")
-            self.trace = TraceWriter(out / "trace.jsonl", append=False, flush_each=False) if trace else None
+            if resume:
+                self.done = finished_episodes(out)
+            mode = "a" if self.done else "w"
+            self.episodes = open(out / "episodes.jsonl", mode)
+            self.trace = TraceWriter(out / "trace.jsonl", append=bool(self.done), flush_each=False) if trace else None
 
     def finished(self, results: list[dict[str, Any]], wall_s: float) -> None:
         if self.episodes is None:

@@ -40,28 +40,31 @@ def run_episodes_vectorized(
     progress: bool = True,
     max_steps: int | None = None,
     snapshots: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``episodes`` episodes on ``num_envs`` envs made by ``make_env``; returns the summary dict.
-    ``snapshots`` writes each episode's final workspace state as in :func:`cogarch.runner.run_episodes`."""
+    ``snapshots`` and ``resume`` work as in :func:`cogarch.runner.run_episodes`."""
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs={num_envs!r} is out of range; allowed: integer >= 1")
     n = min(num_envs, episodes)
-    envs = [make_env() for _ in range(n)]
     batched = bool(getattr(agent, "supports_batch", False))
     if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
         agent.trace_cycles = trace
-    files = RunFiles(Path(out_dir) if out_dir is not None else None, trace)
+    files = RunFiles(Path(out_dir) if out_dir is not None else None, trace, resume)
+    n = max(1, min(n, episodes - len(files.done)))
+    envs = [make_env() for _ in range(n)]
 
     episode = [None] * n  # the episode index each env plays (None: idle)
     obs, info, run = [None] * n, [None] * n, [None] * n  # run: that episode's tallies and trace lines
     states = [None] * n  # per-env agent states (agents that do not batch)
     state = agent.initial_state(seed=seed, batch_size=n) if batched else None
     finished: dict[int, tuple[dict, list]] = {}  # episode -> (result, trace lines), waiting to be written
-    results: list[dict[str, Any]] = []
-    next_episode, start = 0, time.perf_counter()
-    bar = tqdm(total=episodes, desc=f"episodes x{n} envs", unit="ep", disable=not progress, dynamic_ncols=True)
+    results: list[dict[str, Any]] = files.done[:episodes]
+    next_episode, start = len(results), time.perf_counter()
+    bar = tqdm(total=episodes, initial=len(results), desc=f"episodes x{n} envs", unit="ep", disable=not progress,
+               dynamic_ncols=True)
 
     def begin(i: int) -> bool:
         """Start the next episode in env i; False when every episode has been started."""
