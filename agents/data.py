@@ -65,6 +65,7 @@ class EpisodeData:
     target: np.ndarray  # (T,) int64: the oracle action (0 while reading)
     accepted: list[tuple[int, ...]]  # (T,) per step: every answer the env scores as correct (empty while reading)
     meta: dict[str, Any]  # reset's info without the per-step keys
+    text: list[str] | None = None  # (T,) the text of each step's observation (None: the env has none)
 
 
 def collect_episode(env, seed: int, vocab: VocabMap) -> EpisodeData:
@@ -72,13 +73,14 @@ def collect_episode(env, seed: int, vocab: VocabMap) -> EpisodeData:
     obs, info = env.reset(seed=seed)
     meta = {k: v for k, v in info.items() if k not in ("oracle_action", "step", "phase", "accepted_actions",
                                                       "supporting_facts", "answer_index")}
-    facts, phase, target, accepted = [], [], [], []
+    facts, phase, target, accepted, text = [], [], [], [], []
     done = False
     while not done:
         if "oracle_action" not in info:
             raise ValueError("imitation needs info['oracle_action'] at every step; this env does not report it")
         oracle = int(info["oracle_action"])
         facts.append(vocab.facts(obs["fact"]))
+        text.append(obs.get("text"))
         phase.append(int(obs["phase"]))
         target.append(int(vocab.to_agent[oracle]))
         accepted.append(tuple(int(vocab.to_agent[a]) for a in info.get("accepted_actions", (oracle,)))
@@ -86,7 +88,7 @@ def collect_episode(env, seed: int, vocab: VocabMap) -> EpisodeData:
         obs, _, terminated, truncated, info = env.step(oracle)
         done = terminated or truncated
     return EpisodeData(np.stack(facts), np.array(phase, dtype=np.int64), np.array(target, dtype=np.int64),
-                       accepted, meta)
+                       accepted, meta, None if any(t is None for t in text) else [str(t) for t in text])
 
 
 class StepBatch(NamedTuple):
@@ -97,6 +99,7 @@ class StepBatch(NamedTuple):
     target: Tensor  # (B, T) long
     mask: Tensor  # (B, T) bool
     accepted: Tensor  # (B, T, V) bool: the actions scored as correct at answering steps
+    text: list[list[str]] | None = None  # (B, T) each step's text, "" on padding (None: the episodes have none)
 
     @property
     def answering(self) -> Tensor:
@@ -119,4 +122,7 @@ def make_batch(episodes: Sequence[EpisodeData], vocab_size: int, device=None) ->
             if acc:
                 accepted[b, t, list(acc)] = True
     as_t = lambda a: torch.as_tensor(a, device=device)
-    return StepBatch(as_t(facts), as_t(phase), as_t(target), as_t(mask), as_t(accepted))
+    text = None
+    if all(e.text is not None for e in episodes):
+        text = [list(e.text) + [""] * (T - len(e.text)) for e in episodes]
+    return StepBatch(as_t(facts), as_t(phase), as_t(target), as_t(mask), as_t(accepted), text)

@@ -3,8 +3,8 @@ act loop for one env, and weights saved as safetensors.
 
 A learned agent implements two methods on top of :class:`LearnedAgent`:
 
-- ``step_logits(state, facts (B, 3), phase (B,), trace=True) -> (logits (B, V), state, records)``: one env step,
-  online (``trace=False``: no cycle records);
+- ``step_logits(state, facts (B, 3), phase (B,), trace=True, text=None) -> (logits (B, V), state, records)``: one
+  env step, online (``trace=False``: no cycle records; ``text``: the B observations' texts, for agents that read them);
 - ``episode_logits(batch: StepBatch) -> (logits (B, T, V), aux_loss scalar)``: a whole padded batch of
   episodes, teacher-forced, for training (the same numbers as calling ``step_logits`` step by step).
 
@@ -55,8 +55,8 @@ class LearnedAgent:
         self.model: nn.Module
 
     # ------------------------------------------------------------------ to implement
-    def step_logits(self, state: Any, facts: Tensor, phase: Tensor,
-                    trace: bool = True) -> tuple[Tensor, Any, list[CycleRecord]]:
+    def step_logits(self, state: Any, facts: Tensor, phase: Tensor, trace: bool = True,
+                    text: Sequence[str] | None = None) -> tuple[Tensor, Any, list[CycleRecord]]:
         raise NotImplementedError
 
     def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
@@ -95,7 +95,9 @@ class LearnedAgent:
         self.model.eval()
         facts = torch.as_tensor(np.stack([self.env_map.facts(o["fact"]) for o in obs]))  # (B, 3)
         phase = torch.tensor([int(o["phase"]) for o in obs])  # (B,)
-        logits, state, records = self.step_logits(state, facts, phase, trace=self.trace_cycles)
+        text = [o.get("text") for o in obs]
+        text = None if any(t is None for t in text) else [str(t) for t in text]
+        logits, state, records = self.step_logits(state, facts, phase, trace=self.trace_cycles, text=text)
         allowed = torch.as_tensor(self.env_map.to_agent[2:])  # never <none> (0) or ? (1) as an answer
         best = allowed[logits[:, allowed].argmax(-1)].tolist()  # (B,) agent ids
         actions = [self.env_map.action_to_env(a) if ph else 0 for a, ph in zip(best, phase.tolist())]

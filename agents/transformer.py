@@ -210,8 +210,8 @@ class TransformerAgent(LearnedAgent):
         return TransformerState(torch.zeros(batch_size, 0, 3, **long), torch.zeros(batch_size, 0, **long),
                                 torch.zeros(batch_size, **long))
 
-    def step_logits(self, state: TransformerState, facts: Tensor, phase: Tensor, trace: bool = True
-                    ) -> tuple[Tensor, TransformerState, list[CycleRecord]]:
+    def step_logits(self, state: TransformerState, facts: Tensor, phase: Tensor, trace: bool = True,
+                    text: Sequence[str] | None = None) -> tuple[Tensor, TransformerState, list[CycleRecord]]:
         facts, phase = facts.to(self.device, torch.long), phase.to(self.device, torch.long)
         W = self.max_context
         window = torch.cat([state.facts, facts[:, None]], 1)[:, -W:]  # (B, W, 3)

@@ -71,6 +71,9 @@ class WorkspaceAgent(LearnedAgent):
         dim: model width d (>= 1); the memory and bottleneck configs interpolate the same ``${dim}``.
         bottleneck: a :class:`cogarch.bottleneck.Bottleneck` (config group ``cogarch/bottleneck``).
         working, long_term, episodic: memory modules, or an empty node / None to leave one out.
+        language: a :class:`cogarch.language.LanguageModule` (config group ``cogarch/language``), or None. With
+            it, the text of each observation is a second sensory item: the frozen LM's pooled sentence vector
+            through its learned projection (the LM stays outside the checkpoint; only the projection is saved).
         cycles_per_step: workspace cycles per env step (>= 1).
         time: bind each fact to a code of its step (perception's time index, for recency); default True.
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
@@ -80,7 +83,8 @@ class WorkspaceAgent(LearnedAgent):
     """
 
     def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
-                 episodic: Any = None, cycles_per_step: int = 1, time: bool = True, bptt_steps: int = 32, vocab: Sequence[str] | None = None,
+                 episodic: Any = None, language: Any = None, cycles_per_step: int = 1, time: bool = True,
+                 bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
                  action_space=None, observation_space=None):
         if vocab is None and agent_vocab is None:
@@ -100,8 +104,13 @@ class WorkspaceAgent(LearnedAgent):
         self.dim, self.cycles_per_step, self.bptt_steps = dim, cycles_per_step, bptt_steps
         # (step, cycle) pairs whose broadcast is suppressed when acting (the counterfactual of cogarch.inspect)
         self.suppress: set[tuple[int, int]] = set()
+        self.language = _part(language)
+        if self.language is not None and self.language.dim != dim:
+            raise ValueError(f"the language module projects to dim {self.language.dim} but the agent's dim is {dim}")
         with seeded(self.seed):
             self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time)
+        if self.language is not None:  # only the projection is a parameter of the agent (saved, trained)
+            self.model.language_proj = self.language.proj
         if checkpoint is not None:
             self.load(checkpoint)
 
@@ -127,10 +136,14 @@ class WorkspaceAgent(LearnedAgent):
         steps = torch.as_tensor(state.step).expand(B)
         return AgentState(self.workspace.reset_rows(state.workspace, rows), torch.where(rows, 0, steps))
 
-    def _step(self, state: WorkspaceState, facts: Tensor, step: int | Tensor,
-              inplace: bool) -> tuple[WorkspaceState, list]:
+    def _step(self, state: WorkspaceState, facts: Tensor, step: int | Tensor, inplace: bool,
+              text: Sequence[str] | None = None) -> tuple[WorkspaceState, list]:
         steps = torch.as_tensor(step, dtype=torch.long).expand(facts.shape[0])  # (B,)
         sensory = self.model.perception({"fact": facts, "step": steps})  # (B, 1, d)
+        if self.language is not None:  # the observation's text as a second sensory item (B, 2, d)
+            if text is None:
+                raise ValueError("this agent has a language module and needs each step's text (obs['text'])")
+            sensory = torch.cat([sensory, self.language.encode(list(text)).unsqueeze(1)], dim=1)
         outs = []
         for c in range(self.cycles_per_step):
             off = None
@@ -140,10 +153,11 @@ class WorkspaceAgent(LearnedAgent):
             outs.append(out)
         return state, outs
 
-    def step_logits(self, state: AgentState, facts: Tensor, phase: Tensor,
-                    trace: bool = True) -> tuple[Tensor, AgentState, list[CycleRecord]]:
-        """One env step for a batch: facts (B, 3), phase (B,) -> logits (B, V), next state, cycle records."""
-        ws, outs = self._step(state.workspace, facts, state.step, inplace=not torch.is_grad_enabled())
+    def step_logits(self, state: AgentState, facts: Tensor, phase: Tensor, trace: bool = True,
+                    text: Sequence[str] | None = None) -> tuple[Tensor, AgentState, list[CycleRecord]]:
+        """One env step for a batch: facts (B, 3), phase (B,) (and the B texts, for the language module) ->
+        logits (B, V), next state, cycle records."""
+        ws, outs = self._step(state.workspace, facts, state.step, inplace=not torch.is_grad_enabled(), text=text)
         records: list[CycleRecord] = []
         if trace:
             for c, out in enumerate(outs):
@@ -164,7 +178,8 @@ class WorkspaceAgent(LearnedAgent):
         for t in range(T):
             if t and t % self.bptt_steps == 0:  # truncated backpropagation through time (same forward values)
                 state = state.detach()
-            state, outs = self._step(state, batch.facts[:, t], t, inplace=False)
+            text = None if batch.text is None else [row[t] for row in batch.text]
+            state, outs = self._step(state, batch.facts[:, t], t, inplace=False, text=text)
             logits.append(outs[-1].logits)
             aux.append(torch.stack([o.aux_loss for o in outs]).mean(0))  # (B,)
         valid = batch.mask.to(aux[0].dtype)  # (B, T)

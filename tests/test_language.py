@@ -401,3 +401,33 @@ def test_llm_config_composes_without_loading_a_model(tmp_path, tiny):
         node.model, node.dim = str(tmp_path / "tiny"), 8
         language = instantiate(node)
         assert isinstance(language, LanguageModule) and language.encode("Mary").shape == (1, 8)
+
+
+def test_workspace_agent_reads_text_through_the_language_module(tiny, tmp_path):
+    """language on: each observation's text is a second sensory item; only the projection is a parameter of
+    the agent (the LM stays out of its checkpoint), training reaches the projection, and the agent plays."""
+    from agents.data import VocabMap, collect_episode, make_batch
+    from agents.workspace import WorkspaceAgent
+    from cogarch.bottleneck import Bottleneck
+    from cogarch.memory.working import WorkingMemory
+
+    env = gym.make("cogarch/StoryQA-v0", task=1)
+    vocab = env.unwrapped.vocab
+    lm = LanguageModule(*tiny, dim=16)
+    agent = WorkspaceAgent(Bottleneck(16, k=2), dim=16, working=WorkingMemory(16, slots=4), language=lm, vocab=vocab)
+    plain = WorkspaceAgent(Bottleneck(16, k=2), dim=16, working=WorkingMemory(16, slots=4), vocab=vocab)
+    assert agent.num_parameters() == plain.num_parameters() + 32 * 16  # + the projection (hidden 32 -> 16)
+    assert not any(k.startswith("lm.") or ".lm." in k for k in agent.model.state_dict())
+    episodes = [collect_episode(env, s, VocabMap(agent.vocab, vocab)) for s in (1, 2)]
+    batch = make_batch(episodes, len(agent.vocab))
+    assert batch.text is not None and batch.text[0][0] == env.reset(seed=1)[0]["text"]
+    logits, aux = agent.episode_logits(batch)
+    logits[batch.answering].sum().backward()
+    assert lm.proj.weight.grad is not None and lm.proj.weight.grad.abs().sum() > 0
+    out = run_episodes(env, agent, 2, 0, tmp_path, progress=False)
+    assert out["episodes"] == 2
+    agent.save(tmp_path / "ckpt")
+    from cogarch.trace import read_safetensors
+
+    tensors, _ = read_safetensors(tmp_path / "ckpt" / "model.safetensors", "checkpoint")
+    assert "language_proj.weight" in tensors and not any(".lm." in k or k.startswith("lm.") for k in tensors)
