@@ -26,6 +26,7 @@ test: $(STAMP)
 # Every figure beside a reference measured in the same run; the tables also go to benchmarks/results.md.
 bench: $(STAMP)
 	set -o pipefail; { $(PY) benchmarks/bench_envs.py && $(PY) benchmarks/bench_core.py \
+	  && $(PY) benchmarks/bench_vector.py && $(PY) benchmarks/bench_agent.py \
 	  && $(PY) benchmarks/bench_long_term.py && $(PY) benchmarks/bench_language.py; } | tee benchmarks/results.md
 
 # The HTML report of a short run, rendered by headless Chromium (Debian's `chromium`), saved as

@@ -1,4 +1,4 @@
-"""Cognitive-cycle throughput of the workspace in its configured composition, at batch 1 and batch 256.
+"""Cognitive-cycle throughput of the workspace in its configured composition, at batch 1, 64 and 256.
 
 The composition is the one configured in configs/cogarch/: bottleneck k4 (k = 4 winners), working slots (8
 slots), long-term outer_product (and, for comparison, neural: Titans) and episodic em_llm, at dim 128, one
@@ -29,7 +29,7 @@ DIM, ACTIONS = 128, 100
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "cogarch"
 COMPOSITION = {"bottleneck": "k4", "working": "slots", "episodic": "em_llm"}  # + the long-term option timed
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2.0"))
-BATCHES = (1, 256)
+BATCHES = (1, 64, 256)
 BATCHED_THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 THREADS = {1: 1}  # batch -> torch threads; other batches use BATCHED_THREADS
 
