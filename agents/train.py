@@ -75,6 +75,9 @@ def save_checkpoint(agent: LearnedAgent, opt: torch.optim.Optimizer, folder: Pat
     tmp.replace(folder / "state.json")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 def train(
     agent: LearnedAgent,
     envs: Sequence[Any],
@@ -91,8 +94,12 @@ def train(
     max_minutes: float | None = None,
     resume: bool = True,
     progress: bool = True,
+    lr_schedule: str = "constant",
 ) -> dict[str, Any]:
     """Train ``agent`` on episodes of ``envs`` (every env's vocabulary must be within the agent's).
+
+    ``lr_schedule``: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (from ``lr`` at the first update down
+    to 0 at update ``updates``, by the update index, so a resumed run follows the same schedule).
 
     Stops after ``updates`` updates or ``max_minutes`` of wall time (then it checkpoints where it is, and a
     later call with ``resume=True`` continues). Returns the last logged row and the paths written."""
@@ -100,6 +107,8 @@ def train(
         raise ValueError(f"updates={updates} and batch_size={batch_size} must both be >= 1")
     if not lr > 0:
         raise ValueError(f"lr={lr} must be > 0")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={lr_schedule!r} is not one of {LR_SCHEDULES}")
     if not envs:
         raise ValueError("train needs at least one env")
     out = Path(out_dir)
@@ -137,6 +146,9 @@ def train(
             if not math.isfinite(loss.item()):  # before the step: a checkpoint never holds what made it
                 raise FloatingPointError(f"training loss became {loss.item()} at update {update + 1}")
             total = loss + aux_weight * aux
+            if lr_schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * update / updates))
             opt.zero_grad(set_to_none=True)
             total.backward()
             if grad_clip:

@@ -2,6 +2,7 @@
 contracts (teacher-forced equals step by step; ablations compose); checkpoints are data, not code."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,14 @@ def test_a_non_finite_loss_stops_training_before_the_step_and_the_checkpoint(tmp
         train(agent, [env], tmp_path, updates=3, batch_size=2, checkpoint_every=1, progress=False)
     assert not (tmp_path / "checkpoint").exists()
     assert all(torch.equal(before[k], v) for k, v in agent.model.state_dict().items())
+
+
+def test_cosine_schedule_lowers_the_rate_by_update_and_bad_names_are_refused(tmp_path):
+    cogarch("train", "env=graph_search", "agent=transformer", *TINY, "train.updates=4", "train.log_every=1",
+            "train.lr_schedule=cosine", "eval_episodes=0", f"hydra.run.dir={tmp_path / 'cos'}")
+    lrs = list(pd.read_csv(tmp_path / "cos" / "train.csv")["lr"])
+    assert lrs == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * u / 4)) for u in range(4)])
+    bad = subprocess.run([sys.executable, "-m", "cogarch.cli", "train", "env=graph_search", "agent=transformer",
+                          *TINY, "train.lr_schedule=linear", f"hydra.run.dir={tmp_path / 'bad'}"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "lr_schedule='linear' is not one of" in bad.stderr
