@@ -239,6 +239,9 @@ def _experiment(cfg) -> list:
         with open_dict(sub):
             sub.seed, sub.dim, sub.progress, sub.eval_episodes = cfg.seed, cfg.dim, cfg.progress, 0
             sub.env, sub.train = cfg.env, cfg.train
+            own = [o for o in overrides if o.startswith(("env.", "train."))]
+            if own:  # an agent's own env / train settings (e.g. env.task=3: one agent per task) win
+                sub.merge_with(OmegaConf.from_dotlist(own))
             if name == "transformer" and params is not None and sub.agent.get("target_parameters") is None:
                 sub.agent.target_parameters = params  # the baseline gets the workspace agent's parameter count
         run = out / f"train_{label}"

@@ -168,6 +168,21 @@ def test_experiment_trains_every_agent_matches_parameters_and_evaluates(tmp_path
     assert "== evaluating" in out
 
 
+def test_experiment_agents_may_set_their_own_env_and_train_options(tmp_path):
+    """configs/experiment/story_qa_per_task.yaml: one agent per task, each trained on its own family."""
+    keep = ["task1", "task3"]
+    drop = [f"~agents.task{t}" for t in (2, 4, 6, 7, 8, 9, 11, 15, 16, 17, 18, 19)]
+    cogarch("experiment", "experiment=story_qa_per_task", *drop, "train.updates=2", "train.batch_size=2",
+            "train.max_minutes=1", "episodes=2", "dim=16", "num_envs=2", "sweep.values=[1,3]", "progress=false",
+            f"hydra.run.dir={tmp_path}")
+    from omegaconf import OmegaConf
+
+    tasks = {k: OmegaConf.load(tmp_path / f"train_{k}" / "config.yaml").env.task for k in keep}
+    assert tasks == {"task1": 1, "task3": 3}
+    df = pd.read_csv(tmp_path / "eval" / "results.csv")
+    assert sorted(zip(df["agent"], df["task"])) == [("task1", 1), ("task1", 3), ("task3", 1), ("task3", 3)]
+
+
 def test_a_non_finite_loss_stops_training_before_the_step_and_the_checkpoint(tmp_path):
     from agents.train import train
     from agents.transformer import TransformerAgent
