@@ -6,6 +6,7 @@ They bound every result table from below and above, and exercise the run loop on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,6 +30,8 @@ class RandomAgent:
 
     def __init__(self, action_space: spaces.Space, seed: int = 0, observation_space: spaces.Space | None = None,
                  vocab: Sequence[str] | None = None):
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:  # numpy seeds its generators from >= 0
+            raise ValueError(f"seed={seed!r} is out of range; allowed: integer >= 0")
         self.action_space = action_space
         self.seed = int(seed)
 

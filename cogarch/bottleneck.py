@@ -50,8 +50,8 @@ class Bottleneck(nn.Module):
         conscious_dim = dim if conscious_dim is None else conscious_dim
         if not 1 <= conscious_dim <= dim:
             raise ValueError(f"conscious_dim={conscious_dim} is out of range; allowed: 1 <= conscious_dim <= dim={dim}")
-        if temperature <= 0:
-            raise ValueError(f"temperature={temperature} must be > 0")
+        if not 0 < temperature < float("inf"):  # (NaN fails this test too)
+            raise ValueError(f"temperature={temperature} is out of range; allowed: finite and > 0")
         self.dim, self.k, self.conscious_dim, self.temperature = dim, k, conscious_dim, temperature
         self.query = nn.Linear(dim, dim)
         self.key = nn.Linear(dim, dim, bias=False)

@@ -303,6 +303,11 @@ class LanguageModule(nn.Module):
                  cache_dir: str | os.PathLike | None = None, allow_download: bool = False,
                  dtype: torch.dtype | str = "float32", trust_remote_code: bool = False):
         super().__init__()
+        for key, value, low in (("cache_size", cache_size, 0), ("token_budget", token_budget, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{key}={value!r} is out of range; allowed: integer >= {low}")
+        if prune is not None and (isinstance(prune, bool) or not isinstance(prune, int) or prune < 1):
+            raise ValueError(f"prune={prune!r} is out of range; allowed: None or integer >= 1")
         if model is None or isinstance(model, (str, os.PathLike)):
             if tokenizer is not None:
                 raise ValueError("pass a tokenizer only together with a model object")

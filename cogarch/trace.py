@@ -208,6 +208,9 @@ class MemorySnapshot:
         return snapshot_html(self)
 
 
+METADATA_KEY = "cogarch"  # write_safetensors stores its metadata map as sorted JSON under this one key
+
+
 def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
     """Write tensors (and string metadata) as safetensors, atomically: a crash mid-write never leaves a half
     file under the real name. The file is made world-readable (safetensors creates it owner-only)."""
@@ -219,7 +222,10 @@ def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # clone: a module's state_dict may hold one tensor under several names, which safetensors refuses
-    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    # The metadata goes in as one key holding sorted JSON: safetensors writes a multi-key metadata map in a
+    # per-process hash order, and the same content must give the same bytes (read_safetensors unpacks it).
+    packed = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
+    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(tmp), metadata=packed)
     os.chmod(tmp, 0o644)
     tmp.replace(path)
     return path
@@ -238,6 +244,8 @@ def read_safetensors(path: str | Path, what: str, tensors: bool = True) -> tuple
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
+        if set(metadata) == {METADATA_KEY}:  # written by write_safetensors (older files: the plain map)
+            metadata = json.loads(metadata[METADATA_KEY])
         return (load_file(str(path)) if tensors else {}), metadata
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable safetensors {what} (corrupt or truncated?): {err}") from None

@@ -74,14 +74,20 @@ class Episode:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def check_range(name: str, value: Any, low: float | None = None, high: float | None = None) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``low <= value <= high``."""
+def check_range(name: str, value: Any, low: float | None = None, high: float | None = None,
+                integer: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` and the range unless ``low <= value <= high`` (NaN never is);
+    ``integer=True`` also refuses values with a fractional part (``5.0`` passes, ``5.5`` does not)."""
+    lo = "-inf" if low is None else low
+    hi = "inf" if high is None else high
+    allowed = f"allowed: {'integers ' if integer else ''}{lo} <= {name} <= {hi}"
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise ValueError(f"{name}={value!r} is out of range; allowed: {lo} <= {name} <= {hi}")
+        raise ValueError(f"{name} must be a number, got {value!r}; {allowed}")
+    # Written as "not inside" so that NaN, which compares False with everything, is refused.
+    if (low is not None and not value >= low) or (high is not None and not value <= high):
+        raise ValueError(f"{name}={value!r} is out of range; {allowed}")
+    if integer and not isinstance(value, (int, np.integer)) and not float(value).is_integer():
+        raise ValueError(f"{name}={value!r} is not a whole number; {allowed}")
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -168,22 +168,32 @@ class GraphSearchEnv(FactStreamEnv):
     ):
         check_choice("distribution", distribution, ["balanced", "naive", "star"])
         check_choice("mode", mode, ["next", "walk"])
-        check_range("num_vertices", num_vertices, 3, MAX_VERTICES)
+        check_range("num_vertices", num_vertices, 3, MAX_VERTICES, integer=True)
         num_vertices = int(num_vertices)
-        check_range("num_paths", num_paths, 1, num_vertices - 1)
+        try:
+            check_range("num_paths", num_paths, 1, num_vertices - 1, integer=True)
+        except ValueError as e:
+            raise ValueError(f"{e} (num_vertices - 1 with num_vertices={num_vertices})") from None
         num_paths = int(num_paths)
         fits = (num_vertices - 1) // num_paths
         if max_lookahead is None:
             max_lookahead = fits
-        check_range("max_lookahead", max_lookahead, 1, None)
+        try:  # the joint bound num_vertices >= 1 + num_paths * max_lookahead: name every knob that can fix it
+            check_range("max_lookahead", max_lookahead, 1, fits, integer=True)
+        except ValueError as e:
+            raise ValueError(f"{e} = (num_vertices - 1) // num_paths with num_vertices={num_vertices}, "
+                             f"num_paths={num_paths}; a longer lookahead needs num_vertices >= 1 + num_paths * "
+                             "max_lookahead") from None
         max_lookahead = int(max_lookahead)
-        if distribution != "naive":
-            # Report the shortfall against num_vertices: it is the knob that must grow.
-            check_range("num_vertices", num_vertices, max(3, 1 + num_paths * max_lookahead), MAX_VERTICES)
         longest = num_vertices - 1 if distribution == "naive" else max_lookahead
         if max_walk_steps is None:
             max_walk_steps = num_vertices  # >= longest: a path never revisits a vertex
-        check_range("max_walk_steps", max_walk_steps, longest, 1_000_000)
+        try:
+            check_range("max_walk_steps", max_walk_steps, longest, 1_000_000, integer=True)
+        except ValueError as e:
+            what = "num_vertices - 1" if distribution == "naive" else "max_lookahead"
+            raise ValueError(f"{e} (the lower bound is {what}, the longest path of "
+                             f"distribution={distribution!r})") from None
 
         self.num_vertices, self.max_lookahead, self.num_paths = num_vertices, max_lookahead, num_paths
         self.distribution, self.mode, self.max_walk_steps = distribution, mode, int(max_walk_steps)

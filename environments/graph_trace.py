@@ -124,9 +124,9 @@ class GraphTraceEnv(FactStreamEnv):
         check_choice("graph", graph, list(SIZES))
         low, high, default = SIZES[graph]
         size = default if size is None else size
-        check_range("size", size, low, high)
-        check_range("walk_length", walk_length, 2, 100_000)
-        check_range("warmup", warmup, 0, walk_length - 1)
+        check_range("size", size, low, high, integer=True)
+        check_range("walk_length", walk_length, 2, 100_000, integer=True)
+        check_range("warmup", warmup, 0, walk_length - 1, integer=True)
         self.graph_kind, self.size = graph, int(size)
         self.walk_length, self.warmup = int(walk_length), int(warmup)
 

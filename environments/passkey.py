@@ -131,10 +131,10 @@ class PasskeyEnv(FactStreamEnv):
         depth: float | None = None,
         render_mode: str | None = None,
     ):
-        check_range("key_len", key_len, 1, KEY_LEN_MAX)
-        check_range("chunk_tokens", chunk_tokens, 1, 4096)
+        check_range("key_len", key_len, 1, KEY_LEN_MAX, integer=True)
+        check_range("chunk_tokens", chunk_tokens, 1, 4096, integer=True)
         # At least one filler step besides the key's, so there is a haystack to hide the key in.
-        check_range("context_tokens", context_tokens, chunk_tokens * (key_len + 1), 10**12)
+        check_range("context_tokens", context_tokens, chunk_tokens * (key_len + 1), 10**12, integer=True)
         if depth is not None:
             check_range("depth", depth, 0.0, 1.0)
         self.key_len, self.chunk_tokens = int(key_len), int(chunk_tokens)

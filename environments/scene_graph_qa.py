@@ -169,14 +169,14 @@ class SceneGraphQAEnv(FactStreamEnv):
         p_verify: float = 0.2,
         render_mode: str | None = None,
     ):
-        check_range("num_objects", num_objects, 3, 20)
-        check_range("max_hops", max_hops, 1, MAX_HOPS)
+        check_range("num_objects", num_objects, 3, 20, integer=True)
+        check_range("max_hops", max_hops, 1, MAX_HOPS, integer=True)
         if hops is not None:
-            check_range("hops", hops, 1, max_hops)
+            check_range("hops", hops, 1, max_hops, integer=True)
         # A k-hop chain crosses k - 1 relations before its last hop; more than ~2 relations per object
         # (or every pair of a tiny scene) rarely fits the typed pairs.
         most = min(2 * num_objects - 2, num_objects * (num_objects - 1) // 2 - 1)
-        check_range("num_relations", num_relations, max(1, (hops or max_hops) - 1), most)
+        check_range("num_relations", num_relations, max(1, (hops or max_hops) - 1), most, integer=True)
         check_range("p_verify", p_verify, 0.0, 1.0)
         self.num_objects, self.num_relations = int(num_objects), int(num_relations)
         self.max_hops, self.p_verify = int(max_hops), float(p_verify)

@@ -221,11 +221,9 @@ class StoryQAEnv(FactStreamEnv):
         lo, hi = bt.TASKS[self.task][1]
         if story_length is not None:
             try:
-                check_range("story_length", story_length, lo, hi)
+                check_range("story_length", story_length, lo, hi, integer=True)
             except ValueError as e:
                 raise ValueError(f"{e} for task={self.task}") from None
-            if int(story_length) != story_length:
-                raise ValueError(f"story_length must be an integer, got {story_length!r}")
             story_length = int(story_length)
         self.story_length = story_length
         vocab = (NONE, QUERY, *bt.SYMBOLS)
