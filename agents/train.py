@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import math
 import time
 from collections.abc import Sequence
@@ -65,14 +66,32 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
 
 
 def save_checkpoint(agent: LearnedAgent, opt: torch.optim.Optimizer, folder: Path, progress: dict) -> None:
-    """Weights, optimizer moments and progress; state.json is written last, so a checkpoint whose state.json
-    exists is complete."""
-    folder.mkdir(parents=True, exist_ok=True)
-    agent.save(folder, extra={"update": progress["update"]})
-    _save_optimizer(opt, folder / "optimizer.safetensors")
-    tmp = folder / "state.json.tmp"
-    tmp.write_text(json.dumps(progress, indent=2) + "\n")
-    tmp.replace(folder / "state.json")
+    """Weights, optimizer moments and progress, written as a whole: into ``<folder>.tmp`` (state.json last),
+    which then takes the place of ``folder``. A crash at any moment leaves one complete checkpoint, the old
+    or the new one (:func:`recover_checkpoint` finds it)."""
+    new, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    agent.save(new, extra={"update": progress["update"]})
+    _save_optimizer(opt, new / "optimizer.safetensors")
+    (new / "state.json").write_text(json.dumps(progress, indent=2) + "\n")
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.replace(old)
+    new.replace(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_checkpoint(folder: Path) -> None:
+    """After a crash inside :func:`save_checkpoint`: put the complete checkpoint back at ``folder`` (the new
+    one if it was fully written, else the old one)."""
+    if (folder / "state.json").is_file():
+        return
+    for candidate in (folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")):
+        if (candidate / "state.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            candidate.replace(folder)
+            return
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -117,6 +136,8 @@ def train(
     maps = [VocabMap(agent.vocab, env.unwrapped.vocab) for env in envs]
     opt = torch.optim.AdamW(agent.model.parameters(), lr=lr, weight_decay=weight_decay)
     start_update, wall_before = 0, 0.0
+    if resume:
+        recover_checkpoint(ckpt)
     if resume and (ckpt / "state.json").is_file():
         state = json.loads((ckpt / "state.json").read_text())
         agent.load(ckpt)
@@ -124,6 +145,12 @@ def train(
         start_update, wall_before = int(state["update"]), float(state["wall_s"])
     log_path = out / "train.csv"
     new_log = not log_path.is_file() or start_update == 0
+    if not new_log:  # rows logged after the checkpoint (before a crash) are trained again: keep one copy
+        rows = list(csv.DictReader(log_path.open(newline="")))
+        with open(log_path, "w", newline="") as f:
+            keep = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            keep.writeheader()
+            keep.writerows(r for r in rows if int(r["update"]) <= start_update)
     log_file = open(log_path, "w" if new_log else "a", newline="")
     writer = csv.DictWriter(log_file, fieldnames=CSV_FIELDS)
     if new_log:

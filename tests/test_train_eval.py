@@ -207,3 +207,41 @@ def test_cosine_schedule_lowers_the_rate_by_update_and_bad_names_are_refused(tmp
                           *TINY, "train.lr_schedule=linear", f"hydra.run.dir={tmp_path / 'bad'}"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "lr_schedule='linear' is not one of" in bad.stderr
+
+
+def test_a_training_killed_mid_way_resumes_to_the_same_final_checkpoint(tmp_path):
+    """SIGKILL at any moment, checkpoint writes included: the rerun resumes from the last complete checkpoint,
+    trains the lost updates again and ends at the weights of an uninterrupted run; train.csv has each update once."""
+    import signal
+    import time
+
+    args = ["train", "env=graph_search", "agent=transformer", *TINY, "train.updates=60", "train.checkpoint_every=7",
+            "eval_episodes=0"]
+    cogarch(*args, f"hydra.run.dir={tmp_path / 'straight'}")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "cogarch.cli", *args, f"hydra.run.dir={run}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state, deadline = run / "checkpoint" / "state.json", time.time() + 120
+    while time.time() < deadline and not (state.is_file() and json.loads(state.read_text() or "{}").get("update", 0) >= 14):
+        time.sleep(0.01)
+    time.sleep(0.05)  # (often lands inside a later checkpoint write or between checkpoints)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the training ended before it could be killed"
+    cogarch(*args, f"hydra.run.dir={run}")
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "straight" / "checkpoint" / "model.safetensors")
+    b = load_file(run / "checkpoint" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert list(pd.read_csv(run / "train.csv")["update"]) == list(range(1, 61))
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_checkpoint(tmp_path):
+    from agents.train import recover_checkpoint
+
+    ckpt = tmp_path / "checkpoint"
+    (tmp_path / "checkpoint.old").mkdir()
+    (tmp_path / "checkpoint.old" / "state.json").write_text('{"update": 7}')
+    (tmp_path / "checkpoint.tmp").mkdir()  # the new one, half written: no state.json
+    recover_checkpoint(ckpt)
+    assert json.loads((ckpt / "state.json").read_text()) == {"update": 7}
