@@ -3,8 +3,9 @@
 ``run_episodes_vectorized`` plays the same episodes as :func:`cogarch.runner.run_episodes` (episode ``i``
 resets with seed ``seed + i``) on ``num_envs`` env copies at once. An agent that batches episodes at
 different steps (``supports_batch``: the workspace agent) acts on all N envs with one call per step, its
-state one row per env; a row is reset (``reset_rows``) when its env starts a new episode. Other agents
-(baselines, the transformer) act env by env with their own state, so any agent runs here.
+state one row per env; a row is reset (``reset_rows``) when its env starts a new episode. An agent that does
+not batch (the baselines, the transformer) gains nothing from N envs: it runs through
+:func:`cogarch.runner.run_episodes`, one env, episode after episode (the same results, written as each ends).
 
 The run folder holds the same files as a single-env run, written in episode order as episodes finish (an
 episode that ends before an earlier one waits in memory until that one is written), so ``episodes.jsonl``
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cogarch.runner import RunFiles, episode_result, save_snapshot, summarize
+from cogarch.runner import RunFiles, episode_result, run_episodes, save_snapshot, summarize
 
 
 def run_episodes_vectorized(
@@ -48,8 +49,10 @@ def run_episodes_vectorized(
         raise ValueError(f"episodes={episodes} must be >= 1")
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs={num_envs!r} is out of range; allowed: integer >= 1")
+    if not getattr(agent, "supports_batch", False):
+        return run_episodes(make_env(), agent, episodes, seed, out_dir, trace=trace, progress=progress,
+                            max_steps=max_steps, snapshots=snapshots, resume=resume)
     n = min(num_envs, episodes)
-    batched = bool(getattr(agent, "supports_batch", False))
     if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
         agent.trace_cycles = trace
     files = RunFiles(Path(out_dir) if out_dir is not None else None, trace, resume)
@@ -58,8 +61,7 @@ def run_episodes_vectorized(
 
     episode = [None] * n  # the episode index each env plays (None: idle)
     obs, info, run = [None] * n, [None] * n, [None] * n  # run: that episode's tallies and trace lines
-    states = [None] * n  # per-env agent states (agents that do not batch)
-    state = agent.initial_state(seed=seed, batch_size=n) if batched else None
+    state = agent.initial_state(seed=seed, batch_size=n)
     finished: dict[int, tuple[dict, list]] = {}  # episode -> (result, trace lines), waiting to be written
     results: list[dict[str, Any]] = files.done[:episodes]
     next_episode, start = len(results), time.perf_counter()
@@ -76,8 +78,6 @@ def run_episodes_vectorized(
         episode[i] = ep
         obs[i], info[i] = envs[i].reset(seed=seed + ep)
         run[i] = {"meta": info[i], "reward": 0.0, "steps": 0, "answered": 0, "correct": 0, "answers": [], "trace": []}
-        if not batched:
-            states[i] = agent.initial_state(seed=seed + ep)
         return True
 
     def write_ready() -> None:
@@ -90,17 +90,11 @@ def run_episodes_vectorized(
             files.finished(results, time.perf_counter() - start)
 
     try:
-        started = torch.tensor([begin(i) for i in range(n)])
-        if batched:
-            state = agent.reset_rows(state, started)
+        state = agent.reset_rows(state, torch.tensor([begin(i) for i in range(n)]))
         while any(e is not None for e in episode):
             live = [i for i in range(n) if episode[i] is not None]
-            if batched:  # idle rows act on their last observation; their outputs are dropped
-                actions, state, records = agent.act_batch(obs, state, info)
-            else:
-                actions, records = [None] * n, [[] for _ in range(n)]
-                for i in live:
-                    actions[i], states[i], records[i] = agent.act(obs[i], states[i], info[i])
+            # one batched step; idle rows act on their last observation and their outputs are dropped
+            actions, state, records = agent.act_batch(obs, state, info)
             restart = torch.zeros(n, dtype=torch.bool)
             for i in live:
                 oracle, phase = info[i].get("oracle_action"), info[i].get("phase")
@@ -117,18 +111,14 @@ def run_episodes_vectorized(
                 if terminated or truncated or (max_steps is not None and r["steps"] >= max_steps):
                     ep = episode[i]
                     if snapshots and files.out is not None:
-                        row = states[i] if not batched else state._replace(
-                            workspace=state.workspace.rows(slice(i, i + 1)), step=state.step[i])
+                        row = state._replace(workspace=state.workspace.rows(slice(i, i + 1)), step=state.step[i])
                         save_snapshot(files.out, row, agent, ep, seed + ep, r["steps"])
-                    if not batched:
-                        agent.end_episode(states[i])
                     result = episode_result(ep, seed + ep, r["steps"], r["reward"], info[i], r["answered"],
                                             r["correct"], r["answers"], truncated, r["meta"])
                     finished[ep] = (result, r["trace"])
                     bar.update(1)
                     restart[i] = begin(i)
-            if batched:
-                state = agent.reset_rows(state, restart)
+            state = agent.reset_rows(state, restart)
             write_ready()
             if results:
                 bar.set_postfix(success=f"{sum(bool(r['success']) for r in results) / len(results):.3f}", refresh=False)

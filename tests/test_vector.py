@@ -37,7 +37,7 @@ def test_batched_workspace_agent_equals_single_env_runs(tmp_path, num_envs):
         assert torch.allclose(torch.tensor(a["action_logits"]), torch.tensor(b["action_logits"]), atol=1e-4)
 
 
-def test_agents_that_do_not_batch_run_env_by_env(tmp_path):
+def test_agents_that_do_not_batch_run_episode_by_episode(tmp_path):
     make = lambda: gym.make("cogarch/GraphSearch-v0", num_vertices=8)  # noqa: E731
     env = make()
     agent = RandomAgent(action_space=env.action_space)
