@@ -67,10 +67,15 @@ def write_report(rows: list[dict[str, Any]], out_dir: str | Path, key: str | Non
     if key:
         # The swept values are evenly spaced categories in sweep order (sizes that span decades, task numbers)
         order = {v: i for i, v in enumerate(dict.fromkeys(df[key].astype(str)))}
+        markers = "osD^vP*X"
         for metric in ("success_rate", "answer_accuracy"):
             fig, ax = plt.subplots(figsize=(6, 4))
-            for label, part in df.groupby("agent", sort=False):
-                ax.plot([order[v] for v in part[key].astype(str)], part[metric], marker="o", label=label)
+            for i, (label, part) in enumerate(df.groupby("agent", sort=False)):
+                # the bounds (random, oracle) dashed and thin, drawn first, so an agent at 0 or 1 stays visible
+                bound = label in ("random", "oracle")
+                ax.plot([order[v] for v in part[key].astype(str)], part[metric], label=label,
+                        marker=markers[i % len(markers)], linestyle="--" if bound else "-",
+                        linewidth=1.0 if bound else 2.0, alpha=0.6 if bound else 1.0, zorder=1 if bound else 2)
             ax.set_xticks(range(len(order)), list(order))
             ax.set_xlabel(key)
             ax.set_ylabel(metric.replace("_", " "))
