@@ -86,10 +86,7 @@ class Bottleneck(nn.Module):
         winner_mask = torch.isfinite(top)
         # Softmax over the winners only; a row with no valid candidate gets all-zero weights.
         weights = torch.softmax(torch.where(winner_mask, top, -1e30), dim=-1) * winner_mask
-        # rows of the flattened (B N, d) candidates (index_select copies whole rows: several times faster
-        # than gather along dim 1 at large batch; the same values, and the same gradient)
-        rows = (winners + torch.arange(0, B * N, N, device=winners.device).unsqueeze(1)).view(-1)  # (B k,)
-        chosen = candidates.reshape(B * N, d).index_select(0, rows).view(B, k, d)  # (B, k, d)
+        chosen = torch.gather(candidates, 1, winners.unsqueeze(-1).expand(-1, -1, d))  # (B, k, d)
         # The value map is linear, so pooling the winners first and projecting once is the same code.
         pooled = torch.bmm(weights.unsqueeze(1), chosen).squeeze(1)  # (B, d)
         code = F.linear(pooled, self.value.weight)  # (B, c): the low-dim conscious code
