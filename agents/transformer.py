@@ -144,11 +144,14 @@ def dim_for_parameters(target: int, vocab_size: int, layers: int, heads: int) ->
 
 
 class TransformerState(NamedTuple):
-    """The stream so far, at most the last ``max_context`` steps: facts (B, t, 3), phase (B, t), step (B,)."""
+    """The stream so far, at most the last ``max_context`` steps of each episode, left-aligned: row b's window is
+    ``facts[b, :length[b]]`` (what lies past it is padding, which the causal attention of the real tokens never
+    sees), so rows at different steps (episodes of a vectorized run) share one batch."""
 
-    facts: Tensor
-    phase: Tensor
-    step: Tensor
+    facts: Tensor  # (B, t, 3) long
+    phase: Tensor  # (B, t) long
+    step: Tensor  # (B,) long: env steps of the episode so far
+    length: Tensor  # (B,) long: tokens in the row's window (<= max_context)
 
 
 class TransformerAgent(LearnedAgent):
@@ -208,21 +211,37 @@ class TransformerAgent(LearnedAgent):
     def initial_state(self, seed: int | None = None, batch_size: int = 1) -> TransformerState:
         long = dict(dtype=torch.long, device=self.device)
         return TransformerState(torch.zeros(batch_size, 0, 3, **long), torch.zeros(batch_size, 0, **long),
-                                torch.zeros(batch_size, **long))
+                                torch.zeros(batch_size, **long), torch.zeros(batch_size, **long))
+
+    supports_batch = True  # rows may be at different steps (cogarch.vector)
+
+    def reset_rows(self, state: TransformerState, rows: Tensor) -> TransformerState:
+        rows = rows.to(state.step.device)
+        return state._replace(step=torch.where(rows, 0, state.step), length=torch.where(rows, 0, state.length))
 
     def step_logits(self, state: TransformerState, facts: Tensor, phase: Tensor, trace: bool = True,
                     text: Sequence[str] | None = None) -> tuple[Tensor, TransformerState, list[CycleRecord]]:
         facts, phase = facts.to(self.device, torch.long), phase.to(self.device, torch.long)
-        W = self.max_context
-        window = torch.cat([state.facts, facts[:, None]], 1)[:, -W:]  # (B, W, 3)
-        phases = torch.cat([state.phase, phase[:, None]], 1)[:, -W:]  # (B, W)
-        logits = self.model(window, phases)[:, -1]  # (B, V)
+        W, B = self.max_context, facts.shape[0]
+        buf_f, buf_p, length = state.facts, state.phase, state.length
+        full = length >= W  # rows whose window is full drop their oldest step
+        if bool(full.any()):
+            buf_f = torch.where(full[:, None, None], buf_f.roll(-1, 1), buf_f)
+            buf_p = torch.where(full[:, None], buf_p.roll(-1, 1), buf_p)
+        length = torch.clamp(length + 1, max=W)
+        T = int(length.max())
+        if T > buf_f.shape[1]:  # grow the buffers (padding on the right)
+            buf_f = F.pad(buf_f, (0, 0, 0, T - buf_f.shape[1]))
+            buf_p = F.pad(buf_p, (0, T - buf_p.shape[1]))
+        rows, at = torch.arange(B, device=facts.device), length - 1
+        buf_f, buf_p = buf_f.index_put((rows, at), facts), buf_p.index_put((rows, at), phase)
+        logits = self.model(buf_f[:, :T], buf_p[:, :T])[rows, at]  # (B, V): each row's newest step
         records = []
         if trace:
-            rows = logits.detach().float().cpu()
-            records = [CycleRecord(step=int(s), cycle=0, action=None, action_logits=rows[b].tolist())
+            out = logits.detach().float().cpu()
+            records = [CycleRecord(step=int(s), cycle=0, action=None, action_logits=out[b].tolist())
                        for b, s in enumerate(state.step.tolist())]
-        return logits, TransformerState(window, phases, state.step + 1), records
+        return logits, TransformerState(buf_f, buf_p, state.step + 1, length), records
 
     def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
         facts, phase = batch.facts.to(self.device), batch.phase.to(self.device)

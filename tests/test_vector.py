@@ -73,3 +73,22 @@ def test_cli_num_envs_writes_the_same_episodes(tmp_path):
         assert all(torch.allclose(one.tensors[k].float(), four.tensors[k].float(), atol=1e-4) for k in one.tensors)
     bad = run(0)
     assert bad.returncode != 0 and "num_envs=0 is out of range" in bad.stderr
+
+
+def test_the_transformer_batches_episodes_at_different_steps(tmp_path):
+    """Rows of one batch sit at different steps (episodes of different lengths restart at different times) and
+    windows fill up (max_context 6 < the episodes' length): the results are those of one env."""
+    from agents.transformer import TransformerAgent
+
+    make = lambda: gym.make("cogarch/StoryQA-v0", task=3)  # noqa: E731  (stories of varying length)
+    agent = TransformerAgent(vocab=make().unwrapped.vocab, dim=16, max_context=6, seed=0)
+    assert agent.supports_batch
+    single = run_episodes(make(), agent, 9, 0, tmp_path / "one", progress=False)
+    batched = run_episodes_vectorized(make, agent, 9, 0, 4, tmp_path / "many", progress=False)
+    assert strip_wall(batched) == strip_wall(single)
+    assert lines(tmp_path / "many" / "episodes.jsonl") == lines(tmp_path / "one" / "episodes.jsonl")
+    one, many = lines(tmp_path / "one" / "trace.jsonl"), lines(tmp_path / "many" / "trace.jsonl")
+    assert len(one) == len(many)
+    for a, b in zip(one, many):
+        assert (a["episode"], a["step"], a["action"]) == (b["episode"], b["step"], b["action"])
+        assert torch.allclose(torch.tensor(a["action_logits"]), torch.tensor(b["action_logits"]), atol=1e-5)
