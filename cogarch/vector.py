@@ -2,9 +2,9 @@
 
 ``run_episodes_vectorized`` plays the same episodes as :func:`cogarch.runner.run_episodes` (episode ``i``
 resets with seed ``seed + i``) on ``num_envs`` env copies at once. An agent that batches episodes at
-different steps (``supports_batch``: the workspace agent) acts on all N envs with one call per step, its
-state one row per env; a row is reset (``reset_rows``) when its env starts a new episode. An agent that does
-not batch (the baselines, the transformer) gains nothing from N envs: it runs through
+different steps (``supports_batch``: the workspace and transformer agents) acts on all N envs with one call per
+step, its state one row per env; a row is reset (``reset_rows``) when its env starts a new episode. An agent
+that does not batch (the random, oracle and LLM baselines) gains nothing from N envs: it runs through
 :func:`cogarch.runner.run_episodes`, one env, episode after episode (the same results, written as each ends).
 
 The run folder holds the same files as a single-env run, written in episode order as episodes finish (an
