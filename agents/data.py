@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cogarch.runner import STEP_KEYS
+
 __all__ = ["EpisodeData", "StepBatch", "VocabMap", "collect_episode", "make_batch", "union_vocab"]
 
 
@@ -71,8 +73,7 @@ class EpisodeData:
 def collect_episode(env, seed: int, vocab: VocabMap) -> EpisodeData:
     """Play one episode of ``env`` with its oracle's actions (reset with ``seed``) and record every step."""
     obs, info = env.reset(seed=seed)
-    meta = {k: v for k, v in info.items() if k not in ("oracle_action", "step", "phase", "accepted_actions",
-                                                      "supporting_facts", "answer_index")}
+    meta = {k: v for k, v in info.items() if k not in STEP_KEYS}
     facts, phase, target, accepted, text = [], [], [], [], []
     done = False
     while not done:

@@ -160,8 +160,8 @@ class WorkspaceAgent(LearnedAgent):
         ws, outs = self._step(state.workspace, facts, state.step, inplace=not torch.is_grad_enabled(), text=text)
         records: list[CycleRecord] = []
         if trace:
+            steps = torch.as_tensor(state.step).expand(facts.shape[0]).tolist()
             for c, out in enumerate(outs):
-                steps = torch.as_tensor(state.step).expand(facts.shape[0]).tolist()
                 records += self.workspace.records(out, steps, c, index_layer=self.index_layer)
         return outs[-1].logits, AgentState(ws, state.step + 1), records
 

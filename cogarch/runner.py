@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from cogarch.trace import TraceWriter, to_jsonable
 
 # Per-step keys of a cogarch env's info; everything else that reset returns describes the episode.
-_STEP_KEYS = {"oracle_action", "step", "phase", "supporting_facts", "accepted_actions", "answer_index"}
+STEP_KEYS = {"oracle_action", "step", "phase", "supporting_facts", "accepted_actions", "answer_index"}
 
 
 def summarize(episodes: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def episode_result(episode: int, seed: int, steps: int, reward: float, last_info
         "correct_steps": correct,
         "answers": answers,
         "truncated": bool(truncated),
-        "meta": {k: v for k, v in meta.items() if k not in _STEP_KEYS},
+        "meta": {k: v for k, v in meta.items() if k not in STEP_KEYS},
     }
 
 
@@ -95,7 +95,7 @@ def run_episodes(
         for i in bar:
             ep_seed = seed + i
             obs, info = env.reset(seed=ep_seed)
-            meta = {k: v for k, v in info.items() if k not in _STEP_KEYS}
+            meta = info
             state = agent.initial_state(seed=ep_seed)
             total, steps, answered, correct = 0.0, 0, 0, 0
             actions: list[Any] = []
@@ -210,18 +210,22 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of summaries; each row also carries ``env`` and ``agent`` names."""
     cols = ["env", "agent", "episodes", "success_rate", "mean_reward", "steps_per_s"]
     heads = ["env", "agent", "episodes", "success", "mean reward", "env steps/s"]
+    return aligned_table(heads, [[format_cell(c, r.get(c)) for c in cols] for r in rows])
 
-    def cell(row, col):
-        v = row.get(col)
-        if v is None:
-            return "n/a"
-        if col == "steps_per_s":
-            return f"{v:,.0f}"
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return str(v)
 
-    body = [[cell(r, c) for c in cols] for r in rows]
+def format_cell(col: str, value: Any) -> str:
+    """A table cell: n/a for None / NaN, env steps/s as a whole number, other floats with 3 decimals."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if col == "steps_per_s":
+        return f"{value:,.0f}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def aligned_table(heads: list[str], body: list[list[str]]) -> str:
+    """A markdown table with its columns padded to a common width (readable as plain text too)."""
     widths = [max(len(h), *(len(b[j]) for b in body)) for j, h in enumerate(heads)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"

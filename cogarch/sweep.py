@@ -34,6 +34,8 @@ from typing import Any, Sequence
 
 from hydra.experimental.callback import Callback
 
+from cogarch.runner import aligned_table, format_cell
+
 log = logging.getLogger(__name__)
 
 # The metrics of a row, in table order; a result's other keys (env, agent, value, parameters) come before them.
@@ -158,16 +160,6 @@ def summary_rows(jobs: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
     return rows
 
 
-def _cell(col: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "n/a"
-    if col == "steps_per_s":
-        return f"{value:,.0f}"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
 def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The union of the rows' keys in first-seen order, the metrics last."""
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -177,11 +169,7 @@ def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """A markdown table of rows (:func:`columns`)."""
     cols = columns(rows)
-    body = [[_cell(c, r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(b[j]) for b in body)) for j, c in enumerate(cols)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(cols), sep, *(line(b) for b in body)])
+    return aligned_table(cols, [[format_cell(c, r.get(c)) for c in cols] for r in rows])
 
 
 def write_summary(rows: Sequence[dict[str, Any]], sweep_dir: Path, title: str) -> dict[str, Path]:

@@ -52,11 +52,10 @@ def run_episodes_vectorized(
     if not getattr(agent, "supports_batch", False):
         return run_episodes(make_env(), agent, episodes, seed, out_dir, trace=trace, progress=progress,
                             max_steps=max_steps, snapshots=snapshots, resume=resume)
-    n = min(num_envs, episodes)
     if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
         agent.trace_cycles = trace
     files = RunFiles(Path(out_dir) if out_dir is not None else None, trace, resume)
-    n = max(1, min(n, episodes - len(files.done)))
+    n = max(1, min(num_envs, episodes - len(files.done)))  # no more envs than episodes left to play
     envs = [make_env() for _ in range(n)]
 
     episode = [None] * n  # the episode index each env plays (None: idle)
