@@ -51,7 +51,8 @@ def _safe(label: str) -> str:
 
 
 def write_report(rows: list[dict[str, Any]], out_dir: str | Path, key: str | None, title: str) -> dict[str, Path]:
-    """results.csv, results.md and one PNG per metric; returns their paths."""
+    """results.csv, results.md and one PNG per metric (success, answer accuracy, and the accuracy on each tagged
+    subset of answer steps when the env tags questions); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +61,11 @@ def write_report(rows: list[dict[str, Any]], out_dir: str | Path, key: str | Non
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(rows)[list(COLUMNS)].rename(columns={"value": key or "value"})
+    frame = pd.DataFrame(rows)
+    # accuracy on tagged subsets of the answer steps (e.g. GraphTrace's edges_twice), after answer_accuracy
+    tagged = [c for c in frame.columns if c.startswith(("answer_steps_", "answer_accuracy_"))]
+    at = COLUMNS.index("answer_accuracy") + 1
+    df = frame[[*COLUMNS[:at], *tagged, *COLUMNS[at:]]].rename(columns={"value": key or "value"})
     paths = {"csv": out / "results.csv", "md": out / "results.md"}
     df.to_csv(paths["csv"], index=False)
     paths["md"].write_text(f"# {title}\n\n" + markdown_table(df) + "\n")
@@ -68,7 +73,7 @@ def write_report(rows: list[dict[str, Any]], out_dir: str | Path, key: str | Non
         # The swept values are evenly spaced categories in sweep order (sizes that span decades, task numbers)
         order = {v: i for i, v in enumerate(dict.fromkeys(df[key].astype(str)))}
         markers = "osD^vP*X"
-        for metric in ("success_rate", "answer_accuracy"):
+        for metric in ("success_rate", "answer_accuracy", *(c for c in tagged if c.startswith("answer_accuracy_"))):
             fig, ax = plt.subplots(figsize=(6, 4))
             for i, (label, part) in enumerate(df.groupby("agent", sort=False)):
                 # the bounds (random, oracle) dashed and thin, drawn first, so an agent at 0 or 1 stays visible

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from cogarch.trace import TraceWriter, to_jsonable
 
 # Per-step keys of a cogarch env's info; everything else that reset returns describes the episode.
-STEP_KEYS = {"oracle_action", "step", "phase", "supporting_facts", "accepted_actions", "answer_index"}
+STEP_KEYS = {"oracle_action", "step", "phase", "supporting_facts", "accepted_actions", "answer_index", "tags"}
 
 
 def summarize(episodes: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
@@ -39,24 +39,66 @@ def summarize(episodes: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
         "env_steps": steps,
         "steps_per_s": steps / wall_s if wall_s > 0 else None,
         "wall_s": wall_s,
+        **tag_accuracy(episodes),
     }
 
 
-def episode_result(episode: int, seed: int, steps: int, reward: float, last_info: dict[str, Any], answered: int,
-                   correct: int, answers: list[Any], truncated: bool, meta: dict[str, Any]) -> dict[str, Any]:
+def tag_accuracy(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Answer accuracy within each tagged subset of the answer steps (a question's ``tags``, e.g. GraphTrace's
+    ``edges_twice``): ``answer_steps_<tag>`` (how many were scored) and ``answer_accuracy_<tag>``."""
+    counts: dict[str, list[int]] = {}
+    for e in episodes:
+        for tag, (answered, correct) in e.get("tag_steps", {}).items():
+            total = counts.setdefault(tag, [0, 0])
+            total[0] += answered
+            total[1] += correct
+    out: dict[str, Any] = {}
+    for tag, (answered, correct) in sorted(counts.items()):
+        out[f"answer_steps_{tag}"] = answered
+        out[f"answer_accuracy_{tag}"] = correct / answered if answered else None
+    return out
+
+
+class Tally:
+    """One episode's scored answers: how many, how many were correct, the actions given, and the same counts
+    per question tag. ``add`` takes the info that came with the observation acted on (before the step)."""
+
+    def __init__(self) -> None:
+        self.answered, self.correct = 0, 0
+        self.answers: list[Any] = []
+        self.tags: dict[str, list[int]] = {}  # tag -> [answered, correct]
+
+    def add(self, info: dict[str, Any], action: Any, reward: float) -> None:
+        if info.get("phase") != 1:
+            return
+        ok = int(reward > 0)
+        self.answered += 1
+        self.correct += ok
+        self.answers.append(action)
+        for tag in info.get("tags", ()):
+            counts = self.tags.setdefault(tag, [0, 0])
+            counts[0] += 1
+            counts[1] += ok
+
+
+def episode_result(episode: int, seed: int, steps: int, reward: float, last_info: dict[str, Any], tally: Tally,
+                   truncated: bool, meta: dict[str, Any]) -> dict[str, Any]:
     """One line of ``episodes.jsonl``; ``meta`` is what reset's info said about the episode."""
-    return {
+    result = {
         "episode": episode,
         "seed": seed,
         "steps": steps,
         "reward": reward,
         "success": bool(last_info["success"]) if "success" in last_info else None,
-        "answer_steps": answered,
-        "correct_steps": correct,
-        "answers": answers,
+        "answer_steps": tally.answered,
+        "correct_steps": tally.correct,
+        "answers": tally.answers,
         "truncated": bool(truncated),
         "meta": {k: v for k, v in meta.items() if k not in STEP_KEYS},
     }
+    if tally.tags:
+        result["tag_steps"] = tally.tags  # tag -> [answered, correct]
+    return result
 
 
 def run_episodes(
@@ -97,19 +139,15 @@ def run_episodes(
             obs, info = env.reset(seed=ep_seed)
             meta = info
             state = agent.initial_state(seed=ep_seed)
-            total, steps, answered, correct = 0.0, 0, 0, 0
-            actions: list[Any] = []
+            total, steps, tally = 0.0, 0, Tally()
             done = False
             while not done:
+                before = info
                 oracle = info.get("oracle_action")
-                phase = info.get("phase")
                 action, state, records = agent.act(obs, state, info)
                 obs, reward, terminated, truncated, info = env.step(action)
                 total += float(reward)
-                if phase == 1:
-                    answered += 1
-                    correct += int(reward > 0)
-                    actions.append(action)
+                tally.add(before, action, reward)
                 for rec in records if files.trace is not None else ():
                     files.trace.write(rec, episode=i, oracle_action=oracle, reward=float(reward))
                 steps += 1
@@ -117,7 +155,7 @@ def run_episodes(
             if snapshots and out is not None:
                 save_snapshot(out, state, agent, i, ep_seed, steps)
             agent.end_episode(state)
-            result = episode_result(i, ep_seed, steps, total, info, answered, correct, actions, truncated, meta)
+            result = episode_result(i, ep_seed, steps, total, info, tally, truncated, meta)
             results.append(result)
             files.finished(results, time.perf_counter() - start)
             rate = sum(bool(r["success"]) for r in results) / len(results)

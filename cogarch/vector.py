@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cogarch.runner import RunFiles, episode_result, run_episodes, save_snapshot, summarize
+from cogarch.runner import RunFiles, Tally, episode_result, run_episodes, save_snapshot, summarize
 
 
 def run_episodes_vectorized(
@@ -76,7 +76,7 @@ def run_episodes_vectorized(
         ep, next_episode = next_episode, next_episode + 1
         episode[i] = ep
         obs[i], info[i] = envs[i].reset(seed=seed + ep)
-        run[i] = {"meta": info[i], "reward": 0.0, "steps": 0, "answered": 0, "correct": 0, "answers": [], "trace": []}
+        run[i] = {"meta": info[i], "reward": 0.0, "steps": 0, "tally": Tally(), "trace": []}
         return True
 
     def write_ready() -> None:
@@ -96,24 +96,21 @@ def run_episodes_vectorized(
             actions, state, records = agent.act_batch(obs, state, info)
             restart = torch.zeros(n, dtype=torch.bool)
             for i in live:
-                oracle, phase = info[i].get("oracle_action"), info[i].get("phase")
+                before = info[i]
                 obs[i], reward, terminated, truncated, info[i] = envs[i].step(actions[i])
                 r = run[i]
                 r["reward"] += float(reward)
-                if phase == 1:
-                    r["answered"] += 1
-                    r["correct"] += int(reward > 0)
-                    r["answers"].append(actions[i])
+                r["tally"].add(before, actions[i], reward)
                 if trace:
-                    r["trace"] += [(rec, {"oracle_action": oracle, "reward": float(reward)}) for rec in records[i]]
+                    r["trace"] += [(rec, {"oracle_action": before.get("oracle_action"), "reward": float(reward)}) for rec in records[i]]
                 r["steps"] += 1
                 if terminated or truncated or (max_steps is not None and r["steps"] >= max_steps):
                     ep = episode[i]
                     if snapshots and files.out is not None:
                         row = state._replace(workspace=state.workspace.rows(slice(i, i + 1)), step=state.step[i])
                         save_snapshot(files.out, row, agent, ep, seed + ep, r["steps"])
-                    result = episode_result(ep, seed + ep, r["steps"], r["reward"], info[i], r["answered"],
-                                            r["correct"], r["answers"], truncated, r["meta"])
+                    result = episode_result(ep, seed + ep, r["steps"], r["reward"], info[i], r["tally"], truncated,
+                                            r["meta"])
                     finished[ep] = (result, r["trace"])
                     bar.update(1)
                     restart[i] = begin(i)

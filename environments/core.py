@@ -44,7 +44,9 @@ class Question:
     ``answer`` is the canonical answer (what the oracle emits). ``accept[i]``, when given, is the set of
     actions scored correct at answer step ``i`` (e.g. every useful next vertex); by default only
     ``answer[i]``. With ``unordered=True`` the answer is a set: each step accepts any member not yet
-    given. ``supporting`` holds the reading-step indices of the facts that answer the question.
+    given. ``supporting`` holds the reading-step indices of the facts that answer the question. ``tags`` name
+    subsets of the answer steps that a run also scores apart (``info["tags"]``; e.g. GraphTrace's
+    ``edges_twice``): the run summary then holds ``answer_accuracy_<tag>`` and ``answer_steps_<tag>``.
     """
 
     ids: Triple
@@ -53,6 +55,7 @@ class Question:
     accept: tuple[frozenset[int], ...] | None = None
     unordered: bool = False
     supporting: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.answer:
@@ -103,7 +106,8 @@ class FactStreamEnv(gym.Env):
     Action: ``Discrete(V)``; ``vocab[a]`` names action ``a``; id 0 is ``<none>``.
     Info at reset and every step: ``oracle_action`` (the correct action now; 0 after the end), ``step``
     and ``phase``; when the episode ends, ``success`` (every answer step correct unless a subclass
-    defines it otherwise). In the answering phase ``supporting_facts`` and ``accepted_actions`` too.
+    defines it otherwise). In the answering phase ``supporting_facts``, ``accepted_actions``, ``answer_index``
+    and ``tags`` (the question's, see :class:`Question`) too.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -237,6 +241,7 @@ class FactStreamEnv(gym.Env):
                 "supporting_facts": q.supporting,
                 "accepted_actions": self._accepted(),
                 "answer_index": self._a,
+                "tags": q.tags,
             }
         else:  # after the end: a blank observation
             ids, text, phase, oracle = (0, 0, 0), "", 1, 0

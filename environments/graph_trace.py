@@ -96,7 +96,11 @@ class GraphTraceEnv(FactStreamEnv):
     the walk's actual next node. ``reset``'s ``info`` also holds ``graph``, ``size``, ``num_nodes``,
     ``walk_length``, ``warmup``, ``words`` (the word on each node, by node index), ``positions``
     (``{word: [x, y]}``: ``[row, col]`` on the grid, a point on the unit circle for the ring, the
-    honeycomb's drawing coordinates for hex) and ``walk`` (the words ``w_0 .. w_L``).
+    honeycomb's drawing coordinates for hex), ``walk`` (the words ``w_0 .. w_L``) and ``edges_twice_at``:
+    the first step t from which the walk so far (transitions before w_t, all the agent has been shown by the
+    time it is asked where w_t leads) has shown every edge of the graph at least twice (``walk_length + 1``
+    if it never does). Questions from then on carry the tag ``edges_twice`` (``info["tags"]``), so a run
+    reports ``answer_accuracy_edges_twice``: next-node accuracy once each edge has been seen twice.
 
     ## Arguments
 
@@ -135,6 +139,7 @@ class GraphTraceEnv(FactStreamEnv):
         order = {n: i for i, n in enumerate(self.nodes)}
         # Plain tuples of node indices: the per-episode walk never touches networkx.
         self.neighbours = tuple(tuple(sorted(order[m] for m in self.graph[n])) for n in self.nodes)
+        self.edges = tuple(sorted((min(order[u], order[v]), max(order[u], order[v])) for u, v in self.graph.edges))
 
         vocab = (NONE, QUERY, RELATION, *WORDS)
         longest = max(map(len, WORDS))
@@ -162,6 +167,7 @@ class GraphTraceEnv(FactStreamEnv):
             if b != a:
                 seen.setdefault(b, []).append(t)
         accept = [frozenset(word_id[m] for m in nb) for nb in nbrs]
+        twice = self._edges_twice(walk)
         questions = [
             Question(
                 ids=(word_id[a], to, query),
@@ -169,11 +175,13 @@ class GraphTraceEnv(FactStreamEnv):
                 answer=(word_id[walk[t + 1]],),
                 accept=(accept[a],),
                 supporting=tuple(seen.get(a, ())),
+                tags=("edges_twice",) if t >= twice else (),
             )
             for t in range(self.warmup, L)
             for a in (walk[t],)
         ]
         info = {
+            "edges_twice_at": twice,
             "graph": self.graph_kind,
             "size": self.size,
             "num_nodes": n,
@@ -184,3 +192,17 @@ class GraphTraceEnv(FactStreamEnv):
             "walk": [names[v] for v in walk],
         }
         return Episode(reading=reading, questions=questions, info=info)
+
+    def _edges_twice(self, walk: list[int]) -> int:
+        """The first t at which transitions 0 .. t-1 of the walk (all the agent has seen when asked where w_t
+        leads: the reading facts, then each question's subject after the previous one) have shown every edge
+        of the graph at least twice, in either direction; ``len(walk)`` if the walk never gets there."""
+        counts = dict.fromkeys(self.edges, 0)
+        short = len(counts)  # edges shown fewer than twice so far
+        for t in range(len(walk) - 1):
+            if short == 0:
+                return t
+            edge = (min(walk[t], walk[t + 1]), max(walk[t], walk[t + 1]))
+            counts[edge] += 1
+            short -= counts[edge] == 2
+        return len(walk) - 1 if short == 0 else len(walk)

@@ -150,3 +150,53 @@ def test_info_is_json_friendly():
     _, info = gym.make(ID, graph="hex").reset(seed=0)
     json.dumps({k: v for k, v in info.items() if k not in ("oracle_action",)})
     assert len(info["positions"]) == info["num_nodes"] == 16
+
+
+@pytest.mark.parametrize("kw", [dict(graph="grid"), dict(graph="ring", size=5)])
+def test_edges_twice_tag_starts_once_every_edge_was_shown_twice(kw):
+    """Recount from the walk words and the layout alone: a question about w_t carries the tag exactly when the
+    transitions before w_t have crossed every edge of the graph at least twice."""
+    env = gym.make(ID, walk_length=300, **kw).unwrapped
+    tagged_episodes = 0
+    for seed in range(4):
+        obs, info = env.reset(seed=seed)
+        first = info
+        walk, pos, size = info["walk"], info["positions"], info["size"]
+        words = info["words"]
+        edges = {frozenset((a, b)) for a in words for b in words if a != b and adjacent(info["graph"], pos[a], pos[b], size)}
+        shown = {e: 0 for e in edges}
+        expected = []
+        for t in range(len(walk) - 1):
+            if t >= info["warmup"]:
+                expected.append(min(shown.values()) >= 2)
+            shown[frozenset(walk[t:t + 2])] += 1
+        tags = []
+        while True:
+            if obs["phase"] == 1:
+                tags.append(info["tags"] == ("edges_twice",))
+                assert info["tags"] in ((), ("edges_twice",))
+            obs, _, term, _, info = env.step(info["oracle_action"])
+            if term:
+                break
+        assert tags == expected
+        assert tags.count(False) == min(max(first["edges_twice_at"] - first["warmup"], 0), len(tags))
+        tagged_episodes += any(tags)
+    assert tagged_episodes >= 2  # 300 steps cover the 4x4 grid's 24 edges twice in most walks
+
+
+def test_runs_report_accuracy_on_the_tagged_answers(tmp_path):
+    from agents.baselines import OracleAgent, RandomAgent
+    from cogarch.runner import run_episodes
+
+    env = gym.make(ID, walk_length=256)
+    oracle = run_episodes(env, OracleAgent(env.action_space), 4, 0, tmp_path / "oracle", trace=False, progress=False)
+    assert oracle["answer_accuracy_edges_twice"] == 1.0 and oracle["answer_steps_edges_twice"] > 0
+    rand = run_episodes(env, RandomAgent(action_space=env.action_space, seed=0), 4, 0, tmp_path / "random",
+                        trace=False, progress=False)
+    assert rand["answer_steps_edges_twice"] == oracle["answer_steps_edges_twice"]
+    assert rand["answer_accuracy_edges_twice"] < 0.1
+    import json
+
+    lines = [json.loads(x) for x in (tmp_path / "random" / "episodes.jsonl").read_text().splitlines()]
+    per_episode = sum(e.get("tag_steps", {}).get("edges_twice", [0, 0])[1] for e in lines)
+    assert per_episode / rand["answer_steps_edges_twice"] == rand["answer_accuracy_edges_twice"]
