@@ -36,11 +36,12 @@ class WorkspaceModel(nn.Module):
     """The learnable parts: index layer, perception (facts only), and the workspace with its memories."""
 
     def __init__(self, vocab: Sequence[str], dim: int, bottleneck: Bottleneck, memories: Sequence[nn.Module],
-                 time: bool = True):
+                 time: bool = True, memory_cue: str = "conscious"):
         super().__init__()
         self.index_layer = IndexLayer(vocab, dim, roles=4 if time else 3)  # roles s, p, o (and the time index)
         self.perception = Perception(self.index_layer, dim, text=False, time=time)
-        self.workspace = Workspace(dim, bottleneck, MotorHead(dim, len(vocab), concepts=self.index_layer), memories)
+        self.workspace = Workspace(dim, bottleneck, MotorHead(dim, len(vocab), concepts=self.index_layer), memories,
+                                   memory_cue=memory_cue)
 
 
 class AgentState(NamedTuple):
@@ -76,6 +77,9 @@ class WorkspaceAgent(LearnedAgent):
             through its learned projection (the LM stays outside the checkpoint; only the projection is saved).
         cycles_per_step: workspace cycles per env step (>= 1).
         time: bind each fact to a code of its step (perception's time index, for recency); default True.
+        memory_cue: what the memories are read with (``cogarch.workspace.Workspace``): ``"conscious"`` (the
+            previous cycle's conscious state) or ``"conscious_and_sensory"`` (plus this step's sensory items,
+            so a question cues its answer's retrieval in the cycle that reads it).
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
         checkpoint: a folder written by ``cogarch train`` (its ``model.safetensors``) to load.
         seed: torch seed of the agent's own initial weights (index layer, perception, motor, source tags).
@@ -84,6 +88,7 @@ class WorkspaceAgent(LearnedAgent):
 
     def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
                  episodic: Any = None, language: Any = None, cycles_per_step: int = 1, time: bool = True,
+                 memory_cue: str = "conscious",
                  bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
                  action_space=None, observation_space=None):
@@ -108,7 +113,7 @@ class WorkspaceAgent(LearnedAgent):
         if self.language is not None and self.language.dim != dim:
             raise ValueError(f"the language module projects to dim {self.language.dim} but the agent's dim is {dim}")
         with seeded(self.seed):
-            self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time)
+            self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time, memory_cue=memory_cue)
         if self.language is not None:  # only the projection is a parameter of the agent (saved, trained)
             self.model.language_proj = self.language.proj
         if checkpoint is not None:

@@ -92,6 +92,9 @@ class CycleOutput(NamedTuple):
     poisoned: Tensor | None = None  # (B, N) bool: non-finite candidates dropped this cycle (None: there were none)
 
 
+MEMORY_CUES = ("conscious", "conscious_and_sensory")  # Workspace(memory_cue=...): what memories are read with
+
+
 class MotorHead(nn.Module):
     """Action logits from the conscious state, what was broadcast and working memory.
 
@@ -152,13 +155,22 @@ class Workspace(nn.Module):
     Memories follow the protocol of ``cogarch.memory`` (``initial_state``, ``propose``, ``receive``,
     ``end_episode``); which ones are present is a composition choice (config groups), not a flag here.
 
-    Arguments: ``dim`` (>= 1); ``bottleneck``; ``motor``; ``memories`` (distinct ``source`` names).
+    Arguments: ``dim`` (>= 1); ``bottleneck``; ``motor``; ``memories`` (distinct ``source`` names);
+    ``memory_cue``: what the memories are read with when they propose (see :data:`MEMORY_CUES`):
+    ``"conscious"`` (default), the previous cycle's conscious state, so what was just perceived is looked up
+    in memory one cycle later (with a second cycle per step, or at the next step); ``"conscious_and_sensory"``,
+    that state plus this cycle's sensory items (their mean, each term at RMS 1), so a question perceived this
+    cycle cues its own answer's retrieval in the same cycle.
     """
 
     SENSORY = "sensory"
 
-    def __init__(self, dim: int, bottleneck: Bottleneck, motor: MotorHead, memories: Sequence[nn.Module] = ()):
+    def __init__(self, dim: int, bottleneck: Bottleneck, motor: MotorHead, memories: Sequence[nn.Module] = (),
+                 memory_cue: str = "conscious"):
         super().__init__()
+        if memory_cue not in MEMORY_CUES:
+            raise ValueError(f"memory_cue={memory_cue!r} is not one of {MEMORY_CUES}")
+        self.memory_cue = memory_cue
         names = [m.source for m in memories]
         if len(set(names)) != len(names) or self.SENSORY in names:
             raise ValueError(f"memory sources must be distinct and not {self.SENSORY!r}; got {names}")
@@ -219,9 +231,14 @@ class Workspace(nn.Module):
         if sensory_mask is None:
             sensory_mask = torch.ones(B, n, dtype=torch.bool, device=sensory.device)
         # 1. propose
+        cue = state.conscious
+        if self.memory_cue == "conscious_and_sensory" and self.memories:
+            seen = sensory_mask.to(sensory.dtype).unsqueeze(-1)  # (B, n, 1)
+            seen = (sensory * seen).sum(1) / seen.sum(1).clamp(min=1)  # (B, d) mean of the valid items
+            cue = F.rms_norm(cue + F.rms_norm(seen, (self.dim,), eps=1e-6), (self.dim,), eps=1e-6)
         parts, masks, proposals = [sensory], [sensory_mask], {}
         for memory in self.memories:
-            cands, mask, info = memory.propose(state.memories[memory.source], state.conscious)
+            cands, mask, info = memory.propose(state.memories[memory.source], cue)
             parts.append(cands)
             masks.append(mask)
             proposals[memory.source] = info

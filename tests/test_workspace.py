@@ -180,3 +180,61 @@ def test_a_nan_input_is_dropped_and_reported_and_does_not_poison_later_cycles():
         for value in (state.conscious, state.broadcast, *state.memories["working"][:3], state.memories["long_term"].matrix,
                       state.memories["episodic"].items):
             assert torch.isfinite(value).all()
+
+
+class CueSpy(Spy):
+    """A Spy that records the query each propose call is given."""
+
+    def propose(self, state, query):
+        self.queries.append(query.clone())
+        return super().propose(state, query)
+
+
+@pytest.mark.parametrize("cue", ["conscious", "conscious_and_sensory"])
+def test_memories_are_cued_by_the_conscious_state_or_also_by_what_was_just_perceived(cue):
+    torch.manual_seed(0)
+    spy = CueSpy("spy")
+    spy.queries = []
+    ws = Workspace(D, Bottleneck(D, k=1), MotorHead(D, 7), [spy], memory_cue=cue)
+    state = ws.initial_state(2)
+    state, _ = ws.cycle(state, torch.randn(2, 1, D))
+    sensory = torch.randn(2, 3, D)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    ws.cycle(state, sensory, mask)
+    query = spy.queries[-1]
+    rms = lambda x: torch.nn.functional.rms_norm(x, (D,), eps=1e-6)  # noqa: E731
+    if cue == "conscious":
+        assert torch.equal(query, state.conscious)
+    else:  # the conscious state plus the mean of the valid sensory items, each at RMS 1
+        seen = torch.stack([sensory[0, :2].mean(0), sensory[1, 0]])
+        assert torch.allclose(query, rms(state.conscious + rms(seen)), atol=1e-5)
+        assert not torch.allclose(query, state.conscious)
+
+
+def test_an_unknown_memory_cue_is_refused():
+    with pytest.raises(ValueError, match="memory_cue='question'"):
+        Workspace(D, Bottleneck(D, k=1), MotorHead(D, 7), [], memory_cue="question")
+
+
+def test_with_the_sensory_cue_a_partial_fact_reads_its_completion_from_long_term_memory_in_the_same_cycle():
+    """What the cue changes: a stored fact comes back from the outer-product store in the cycle that perceives
+    a part of it, where the conscious-state cue (the previous cycle's winner) reads something else."""
+    from cogarch.memory.long_term import OuterProductMemory
+
+    torch.manual_seed(1)
+    d = 64
+    facts = torch.nn.functional.normalize(torch.randn(6, d), dim=-1) * d**0.5
+    probe = facts[2] + 0.5 * torch.randn(d)  # a noisy partial cue of fact 2
+    cos = {}
+    for cue in ("conscious", "conscious_and_sensory"):
+        torch.manual_seed(2)
+        memory = OuterProductMemory(d)
+        ws = Workspace(d, Bottleneck(d, k=1), MotorHead(d, 7), [memory], memory_cue=cue)
+        state = ws.initial_state(1)
+        stored, _ = memory.receive(state.memories["long_term"], facts.unsqueeze(0))  # the six facts consolidated
+        # the previous cycle attended fact 5
+        state = state._replace(memories={"long_term": stored}, conscious=facts[5].unsqueeze(0))
+        _, out = ws.cycle(state, probe.view(1, 1, d))
+        readout = out.candidates[0, out.sources.index("long_term")]
+        cos[cue] = torch.nn.functional.cosine_similarity(readout, facts[2], dim=0).item()
+    assert cos["conscious_and_sensory"] > 0.5 and cos["conscious"] < 0.3, cos
