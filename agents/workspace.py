@@ -40,6 +40,9 @@ class WorkspaceModel(nn.Module):
         super().__init__()
         self.index_layer = IndexLayer(vocab, dim, roles=4 if time else 3)  # roles s, p, o (and the time index)
         self.perception = Perception(self.index_layer, dim, text=False, time=time)
+        for memory in memories:  # memories that decode triples (cogarch.memory.semantic) read the index layer
+            if hasattr(memory, "attach"):
+                memory.attach(self.index_layer)
         self.workspace = Workspace(dim, bottleneck, MotorHead(dim, len(vocab), concepts=self.index_layer), memories,
                                    memory_cue=memory_cue)
 
