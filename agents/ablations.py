@@ -74,7 +74,9 @@ def plot_changes(frame: pd.DataFrame, path: str | Path, reference: str = "full")
     for i in range(len(rows)):
         for j in range(len(frame.columns)):
             v = delta.iat[i, j]
-            ax.text(j, i, "n/a" if v != v else f"{v:+.2f}", ha="center", va="center", fontsize=8)
+            dark = v == v and abs(v) > 0.6 * limit  # white writing on the deep colours
+            ax.text(j, i, "n/a" if v != v else f"{v:+.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
     ax.set_xticks(range(len(frame.columns)), list(frame.columns), rotation=20, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_title(f"answer accuracy: change from '{reference}'")

@@ -106,6 +106,10 @@ def test_every_cogarch_config_option_instantiates(path):
     if not part:  # a "none" option
         return
     module = instantiate(part)
+    if hasattr(module, "attach"):  # a memory that decodes triples reads the agent's index layer
+        from cogarch.index_layer import IndexLayer
+
+        module.attach(IndexLayer(("<none>", "?", *(f"c{i}" for i in range(20))), 32))
     if hasattr(module, "initial_state"):
         state = module.initial_state(2)
         cands, mask, _ = module.propose(state, torch.randn(2, 32))

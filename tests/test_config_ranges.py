@@ -44,6 +44,9 @@ BAD = {
         "min_event_len": [0, 17], "max_event_len": [0], "max_events": [1, 0]}.items()},
     **{("cogarch/long_term/outer_product", k): v for k, v in {
         "dim": [0], "decay": [-0.1, 1.0, NAN], "capacity": [0, -5, NAN], "rate": [0.0, -1.0, NAN]}.items()},
+    **{("cogarch/long_term/triple", k): v for k, v in {
+        "dim": [0], "key_dim": [0, -1], "decay": [-0.1, 1.0, NAN], "capacity": [0, -5, NAN],
+        "min_match": [-0.1, 1.0, NAN]}.items()},
     **{("cogarch/long_term/neural", k): v for k, v in {
         "dim": [0], "hidden": [0], "depth": [0], "chunk_size": [0], "lr": [-0.1, INF, NAN],
         "momentum": [-0.1, 1.5, NAN], "decay": [-0.1, 1.5, NAN], "max_norm": [0.0, -1.0, NAN]}.items()},
