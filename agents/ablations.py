@@ -4,7 +4,8 @@ Each column comes from the ``results.csv`` of one ``cogarch experiment experimen
 ``eval/results.csv``, or a results folder holding the copied file). A cell is the variant's answer accuracy and,
 beside it, its change from the whole agent (``full``), the effect of removing or swapping that part.
 
-    python -m agents.ablations results/ablations_table.md story_qa=results/ablations graph_trace=results/ablations_graph_trace ...
+    python -m agents.ablations results/ablations.md story_qa=results/ablations_story_qa \
+        graph_trace=results/ablations_graph_trace ...
 
 writes the markdown table and a heatmap of the changes (``<name>.png`` beside it).
 """

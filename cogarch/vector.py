@@ -102,7 +102,8 @@ def run_episodes_vectorized(
                 r["reward"] += float(reward)
                 r["tally"].add(before, actions[i], reward)
                 if trace:
-                    r["trace"] += [(rec, {"oracle_action": before.get("oracle_action"), "reward": float(reward)}) for rec in records[i]]
+                    extra = {"oracle_action": before.get("oracle_action"), "reward": float(reward)}
+                    r["trace"] += [(rec, extra) for rec in records[i]]
                 r["steps"] += 1
                 if terminated or truncated or (max_steps is not None and r["steps"] >= max_steps):
                     ep = episode[i]

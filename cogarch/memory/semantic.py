@@ -98,7 +98,6 @@ class SemanticMemory(nn.Module):
     def receive(self, state: TripleState, broadcast: Tensor, mask: Tensor | None = None,
                 inplace: bool = False) -> tuple[TripleState, dict]:
         """Store the triple decoded from each valid broadcast item (B, k, d) (writes carry no gradient)."""
-        B, k, _ = broadcast.shape
         with torch.no_grad():
             ids, real = self._decode(broadcast.detach())  # (B, k, 3)
             ok = real.all(-1) if mask is None else real.all(-1) & mask  # (B, k)
