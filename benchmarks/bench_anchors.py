@@ -8,6 +8,16 @@ answer drops. "Top-ranked" = the top m reading cycles, m = the number of support
 question (2 on task 2); an episode is a hit when every supporting fact's cycle is among them. Prints the
 fraction of hits over all episodes, and over the episodes the agent answered correctly, with the agent's
 accuracy (a counterfactual of an agent that does not know the answer says little).
+
+The ceiling: bAbI names one sufficient set of supporting facts, not the necessary ones. "John got the football.
+John went to the kitchen. John dropped the football." names the move and the drop, yet without the drop John
+still holds the football in the kitchen, so no single-cycle counterfactual can find the drop. On tasks 1 and 2
+the bench re-reads each story with one supporting fact left out, by the generator's rules (an actor is where he
+last went; an object is with its holder, or where it was dropped by an actor whose room was known), and counts
+the episodes whose every supporting fact changes the answer when left out. For an agent that answers by the
+story's rules, a single-deletion counterfactual cannot score above that fraction (in the other episodes a
+supporting fact's deletion leaves its answer as it was); the bench also prints the agent's hits on those
+episodes.
 """
 
 from __future__ import annotations
@@ -26,6 +36,42 @@ from agents.checkpoint import load_agent  # noqa: E402
 from cogarch.inspect.anchors import anchor_hit, counterfactual_importance  # noqa: E402
 
 
+def story_answer(facts, entity: str):
+    """The room of ``entity`` (actor or object) after ``facts`` (word triples), by the StoryQA task 1-2 rules;
+    None when the story does not tell it."""
+    where, holder, dropped = {}, {}, {}
+    for s, r, o in facts:
+        if r == "go":
+            where[s] = o
+        elif r == "get":
+            holder[o] = s
+            dropped.pop(o, None)
+        elif r == "drop":
+            holder.pop(o, None)
+            if s in where:
+                dropped[o] = where[s]
+            else:
+                dropped.pop(o, None)
+    if entity in holder:
+        return where.get(holder[entity])
+    return where.get(entity, dropped.get(entity))
+
+
+def each_support_necessary(env, seed: int) -> bool:
+    """Whether leaving out any one supporting fact changes the story's answer (tasks 1 and 2)."""
+    vocab = env.unwrapped.vocab
+    obs, info = env.reset(seed=seed)
+    facts = []
+    while int(obs["phase"]) == 0:
+        facts.append(tuple(vocab[int(i)] for i in obs["fact"]))
+        obs, _, _, _, info = env.step(int(info["oracle_action"]))
+    entity, answer = vocab[int(obs["fact"][0])], vocab[int(info["oracle_action"])]
+    if story_answer(facts, entity) != answer:
+        raise AssertionError(f"seed {seed}: the re-read story answers {story_answer(facts, entity)!r}, the env "
+                             f"{answer!r}; the rules in story_answer no longer match the generator's")
+    return all(story_answer(facts[:t] + facts[t + 1:], entity) != answer for t in info["supporting_facts"])
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", default="story_qa_task2", help="a shipped checkpoint name or a train run folder")
@@ -37,9 +83,13 @@ def main(argv=None) -> dict:
     agent = load_agent(args.agent, vocab=env.unwrapped.vocab)
     start = time.perf_counter()
     hits, correct, hits_correct, any_hit, missed, redundant = 0, 0, 0, 0, 0, 0
+    necessary, hits_necessary = 0, 0
     for i in range(args.episodes):
         table = counterfactual_importance(agent, env, args.seed + i, reading_only=True)
         hit = anchor_hit(table)
+        if args.task in (1, 2) and each_support_necessary(env, args.seed + i):
+            necessary += 1
+            hits_necessary += hit
         support = set(table.attrs["supporting"])
         any_hit += bool(support & set(table.head(len(support))["step"]))
         # a missed supporting fact is "redundant" when another reading fact links the same two entities
@@ -58,6 +108,8 @@ def main(argv=None) -> dict:
               "anchor_fraction_when_correct": hits_correct / correct if correct else float("nan"),
               "any_supporting_in_top_m": any_hit / n, "missed_supporting": missed,
               "missed_with_a_redundant_fact": redundant, "wall_s": time.perf_counter() - start}
+    if args.task in (1, 2):
+        result.update(ceiling=necessary / n, anchor_fraction_when_necessary=hits_necessary / max(necessary, 1))
     print(f"StoryQA task {args.task}, agent {args.agent}, {n} episodes (seeds {args.seed}..{args.seed + n - 1})")
     print(f"agent accuracy:                                   {result['agent_accuracy']:.3f}")
     print(f"all supporting facts in the top-m cycles (m = #supporting): {result['anchor_fraction']:.3f}")
@@ -65,6 +117,10 @@ def main(argv=None) -> dict:
     print(f"at least one supporting fact in the top-m:        {result['any_supporting_in_top_m']:.3f}")
     print(f"supporting facts missed: {missed}, of which another reading fact links the same subject and object: "
           f"{redundant}")
+    if args.task in (1, 2):
+        print(f"episodes whose every supporting fact is necessary (the ceiling for an agent "
+              f"that answers by the story's rules): {result['ceiling']:.3f}")
+        print(f"  all supporting facts in the top-m among those:  {result['anchor_fraction_when_necessary']:.3f}")
     print(f"wall time: {result['wall_s']:.1f} s")
     return result
 

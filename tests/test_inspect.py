@@ -293,3 +293,29 @@ def test_task2_agent_puts_a_supporting_fact_first():
         assert table.attrs["base_correct"]
         assert table.iloc[0].supporting and table.iloc[0].importance > 0.5
     assert agent.trace_cycles is False
+
+
+def _bench_anchors():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_anchors.py"
+    spec = importlib.util.spec_from_file_location("bench_anchors", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_anchor_ceiling_rereads_stories_as_the_generator_does():
+    """The bench's ceiling re-reads a story by the generator's rules: its answers equal the env's on tasks 1 and
+    2 (each_support_necessary raises otherwise), and a drop after a get in the same room is not necessary."""
+    bench = _bench_anchors()
+    story = [("john", "get", "football"), ("john", "go", "kitchen"), ("john", "drop", "football")]
+    assert bench.story_answer(story, "football") == "kitchen"
+    assert bench.story_answer(story[:2], "football") == "kitchen"  # the drop is redundant
+    assert bench.story_answer(story[::2], "football") is None  # the move is not
+    assert bench.story_answer(story + [("john", "go", "office")], "football") == "kitchen"
+    assert bench.story_answer(story[:2] + [("john", "go", "office")], "football") == "office"
+    for task in (1, 2):
+        env = gym.make("cogarch/StoryQA-v0", task=task)
+        necessary = [bench.each_support_necessary(env, seed) for seed in range(60)]
+        assert 0 < sum(necessary) < 60 if task == 2 else all(necessary)
