@@ -210,6 +210,11 @@ class Workspace(nn.Module):
         if not bool(rows.any()):
             return state
         fresh = self.initial_state(rows.shape[0], rows.device)
+        # What the last cycle broadcast and sensed varies in size (min(k, N) winners of N candidates, n sensory
+        # items): a new episode holds none of it, zeros in the state's own shapes.
+        fresh = fresh._replace(broadcast=torch.zeros_like(state.broadcast),
+                               broadcast_mask=torch.zeros_like(state.broadcast_mask),
+                               sensory=torch.zeros_like(state.sensory))
         return _zip_tensors(state, fresh, lambda old, new: torch.where(rows.view(-1, *(1,) * (old.dim() - 1)), new, old))
 
     def cycle(self, state: WorkspaceState, sensory: Tensor, sensory_mask: Tensor | None = None,

@@ -106,6 +106,22 @@ def test_end_episode_resets_the_episode_and_keeps_memories():
     assert (after.step == 0).all() and (after.memories["spy_a"].calls == 1).all()
 
 
+def test_reset_rows_starts_new_episodes_when_fewer_candidates_than_k_won():
+    """k = 4 of N = 2 candidates: the broadcast holds 2 winners, not the initial state's 4; resetting some rows
+    (a vectorized run whose episodes end at different steps) still works and clears only those rows."""
+    torch.manual_seed(0)
+    ws = Workspace(D, Bottleneck(D, k=4), MotorHead(D, 7), [Spy("spy_a", k=2)])
+    state, _ = ws.cycle(ws.initial_state(3), torch.randn(3, 1, D))
+    assert state.broadcast.shape == (3, 2, D)
+    rows = torch.tensor([True, False, True])
+    after = ws.reset_rows(state, rows)
+    assert after.broadcast.shape == (3, 2, D) and after.broadcast_mask.shape == (3, 2)
+    assert not after.broadcast_mask[rows].any() and not after.broadcast[rows].any() and (after.step[rows] == 0).all()
+    assert torch.equal(after.broadcast[1], state.broadcast[1]) and torch.equal(after.conscious[1], state.conscious[1])
+    assert torch.equal(after.conscious[0], ws.initial_conscious.detach())
+    ws.cycle(after, torch.randn(3, 1, D))
+
+
 def test_gradients_flow_from_logits_to_the_bottleneck_and_source_embeddings():
     ws = make_workspace()
     state, _ = ws.cycle(ws.initial_state(2), torch.randn(2, 3, D))
