@@ -22,14 +22,15 @@ from agents.evaluate import markdown_table
 BOUNDS = ("random", "oracle")  # baselines: rows of their own, no change column
 
 
-def results_file(folder: str | Path) -> Path:
-    """The results.csv of an experiment folder (``eval/results.csv``) or of a results folder."""
+def results_file(folder: str | Path, experiment: str = "ablations env=<name>") -> Path:
+    """The results.csv of an experiment folder (``eval/results.csv``) or of a results folder; ``experiment``
+    names the run that makes it, for the error."""
     folder = Path(folder)
     for path in (folder / "eval" / "results.csv", folder / "results.csv", folder):
         if path.is_file():
             return path
     raise FileNotFoundError(f"no results.csv in {folder} (nor in {folder / 'eval'}); run "
-                            "`cogarch experiment experiment=ablations env=<name>` first")
+                            f"`cogarch experiment experiment={experiment}` first")
 
 
 def ablation_frame(columns: dict[str, str | Path], metric: str = "answer_accuracy") -> pd.DataFrame:

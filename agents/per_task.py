@@ -47,9 +47,10 @@ def join(runs: list[str | Path], key: str = "task") -> tuple[pd.DataFrame, dict[
     """All rows of the runs' results and, per agent label, the family it trained on."""
     frames, family = [], {}
     for run in map(Path, runs):
-        df = pd.read_csv(results_file(run))
+        path = results_file(run, "story_qa_per_task")
+        df = pd.read_csv(path)
         if "agent" not in df or key not in df or "answer_accuracy" not in df:
-            raise ValueError(f"{results_file(run)} has no 'agent', {key!r} and 'answer_accuracy' columns (a sweep "
+            raise ValueError(f"{path} has no 'agent', {key!r} and 'answer_accuracy' columns (a sweep "
                              f"over {key} is needed)")
         for label in df["agent"].unique():
             if label in family:
@@ -88,12 +89,12 @@ def plot_transfer(grid: pd.DataFrame, family: dict[str, object], path: str | Pat
     for i, agent in enumerate(grid.index):
         for j in range(len(columns)):
             v = grid.iat[i, j]
-            ax.text(j, i, "" if v != v else f"{v:.2f}"[1:] if 0 <= v < 1 else f"{v:.0f}", ha="center",
-                    va="center", fontsize=7, color="black" if v == v and v > 0.6 else "white")
+            label = "" if v != v else f"{v:.0f}" if v == 1 else f"{v:.2f}".lstrip("0")  # .73, 1
+            ax.text(j, i, label, ha="center", va="center", fontsize=7, color="black" if v > 0.6 else "white")
         if family[agent] in columns:
-            boxed.append((i, columns.index(family[agent])))
-            ax.add_patch(Rectangle((columns.index(family[agent]) - 0.5, i - 0.5), 1, 1, fill=False,
-                                   edgecolor="red", linewidth=2))
+            j = columns.index(family[agent])
+            boxed.append((i, j))
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_xticks(range(len(columns)), columns)
     ax.set_yticks(range(len(grid.index)), list(grid.index))
     ax.set_xlabel(f"evaluated on {key}")

@@ -56,3 +56,8 @@ def test_unlabelled_agents_and_repeated_labels_are_refused(tmp_path):
     pd.DataFrame({"agent": ["x"], "task": [1], "answer_accuracy": [0.5]}).to_csv(tmp_path / "d" / "eval" / "results.csv")
     with pytest.raises(FileNotFoundError, match="train_x/config.yaml is missing"):
         join([tmp_path / "d"])
+
+
+def test_a_folder_without_results_names_the_experiment_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="experiment=story_qa_per_task"):
+        join([tmp_path])
