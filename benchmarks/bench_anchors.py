@@ -66,8 +66,9 @@ def each_support_necessary(env, seed: int) -> bool:
         facts.append(tuple(vocab[int(i)] for i in obs["fact"]))
         obs, _, _, _, info = env.step(int(info["oracle_action"]))
     entity, answer = vocab[int(obs["fact"][0])], vocab[int(info["oracle_action"])]
-    if story_answer(facts, entity) != answer:
-        raise AssertionError(f"seed {seed}: the re-read story answers {story_answer(facts, entity)!r}, the env "
+    reread = story_answer(facts, entity)
+    if reread != answer:
+        raise AssertionError(f"seed {seed}: the re-read story answers {reread!r}, the env "
                              f"{answer!r}; the rules in story_answer no longer match the generator's")
     return all(story_answer(facts[:t] + facts[t + 1:], entity) != answer for t in info["supporting_facts"])
 
