@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import einops
 import torch
 from torch import Tensor, nn
 
@@ -145,9 +146,12 @@ class WorkspaceAgent(LearnedAgent):
         return AgentState(self.workspace.reset_rows(state.workspace, rows), torch.where(rows, 0, steps))
 
     def _step(self, state: WorkspaceState, facts: Tensor, step: int | Tensor, inplace: bool,
-              text: Sequence[str] | None = None) -> tuple[WorkspaceState, list]:
+              text: Sequence[str] | None = None, sensory: Tensor | None = None) -> tuple[WorkspaceState, list]:
+        """The cycles of one env step. ``sensory`` (B, 1, d): the facts already perceived (episode_logits
+        perceives a whole episode at once); None = perceive ``facts`` here."""
         steps = torch.as_tensor(step, dtype=torch.long).expand(facts.shape[0])  # (B,)
-        sensory = self.model.perception({"fact": facts, "step": steps})  # (B, 1, d)
+        if sensory is None:
+            sensory = self.model.perception({"fact": facts, "step": steps})  # (B, 1, d)
         if self.language is not None:  # the observation's text as a second sensory item (B, 2, d)
             if text is None:
                 raise ValueError("this agent has a language module and needs each step's text (obs['text'])")
@@ -182,12 +186,17 @@ class WorkspaceAgent(LearnedAgent):
         100 vertices streams hundreds of edges) would otherwise explode the gradient through the slots."""
         B, T = batch.mask.shape
         state = self.workspace.initial_state(B)
+        # Perception depends on the fact and its step alone, not on the state: every step of the episode is
+        # perceived in one call (the per-step loop then runs only the cycles)
+        steps = torch.arange(T, device=batch.facts.device).expand(B, T)
+        sensory = self.model.perception({"fact": batch.facts.reshape(B * T, 3), "step": steps.reshape(B * T)})
+        sensory = einops.rearrange(sensory, "(b t) n d -> b t n d", b=B)
         logits, aux = [], []
         for t in range(T):
             if t and t % self.bptt_steps == 0:  # truncated backpropagation through time (same forward values)
                 state = state.detach()
             text = None if batch.text is None else [row[t] for row in batch.text]
-            state, outs = self._step(state, batch.facts[:, t], t, inplace=False, text=text)
+            state, outs = self._step(state, batch.facts[:, t], t, inplace=False, text=text, sensory=sensory[:, t])
             logits.append(outs[-1].logits)
             aux.append(torch.stack([o.aux_loss for o in outs]).mean(0))  # (B,)
         valid = batch.mask.to(aux[0].dtype)  # (B, T)
