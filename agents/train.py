@@ -94,7 +94,18 @@ def recover_checkpoint(folder: Path) -> None:
             return
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "stable_decay")
+
+
+def _schedule_scale(schedule: str, update: int, updates: int, decay_fraction: float, elapsed: float,
+                    max_minutes: float | None) -> float:
+    """The factor on the base learning rate at update index ``update`` (see ``train``'s ``lr_schedule``)."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * update / updates))
+    progress = update / updates
+    if max_minutes is not None:
+        progress = max(progress, elapsed / (60.0 * max_minutes))
+    return min(1.0, max(0.0, 1.0 - progress) / decay_fraction)
 
 
 def train(
@@ -114,11 +125,17 @@ def train(
     resume: bool = True,
     progress: bool = True,
     lr_schedule: str = "constant",
+    decay_fraction: float = 0.2,
 ) -> dict[str, Any]:
     """Train ``agent`` on episodes of ``envs`` (every env's vocabulary must be within the agent's).
 
     ``lr_schedule``: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (from ``lr`` at the first update down
-    to 0 at update ``updates``, by the update index, so a resumed run follows the same schedule).
+    to 0 at update ``updates``, by the update index, so a resumed run follows the same schedule) or
+    ``"stable_decay"`` (``lr`` until the last ``decay_fraction`` of the budget, then linearly down to 0 at its
+    end; the budget is ``updates`` or ``max_minutes``, whichever ends first: the progress of an update is the
+    larger of ``update / updates`` and the wall time so far over ``max_minutes``, the checkpoint's wall time
+    included, so a resumed run picks the schedule up where it stopped). Agents that learn in a jump after a
+    plateau keep the jump (a cosine decay can end it before it comes) and still end on a decayed rate.
 
     Stops after ``updates`` updates or ``max_minutes`` of wall time (then it checkpoints where it is, and a
     later call with ``resume=True`` continues). Returns the last logged row and the paths written."""
@@ -128,6 +145,8 @@ def train(
         raise ValueError(f"lr={lr} must be > 0")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule={lr_schedule!r} is not one of {LR_SCHEDULES}")
+    if not 0 < decay_fraction <= 1:
+        raise ValueError(f"decay_fraction={decay_fraction} is out of range; allowed: 0 < decay_fraction <= 1")
     if not envs:
         raise ValueError("train needs at least one env")
     out = Path(out_dir)
@@ -173,9 +192,10 @@ def train(
             if not math.isfinite(loss.item()):  # before the step: a checkpoint never holds what made it
                 raise FloatingPointError(f"training loss became {loss.item()} at update {update + 1}")
             total = loss + aux_weight * aux
-            if lr_schedule == "cosine":
+            if lr_schedule != "constant":
                 for group in opt.param_groups:
-                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * update / updates))
+                    group["lr"] = lr * _schedule_scale(lr_schedule, update, updates, decay_fraction,
+                                                       wall_before + time.perf_counter() - begin, max_minutes)
             opt.zero_grad(set_to_none=True)
             total.backward()
             if grad_clip:

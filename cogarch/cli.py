@@ -148,7 +148,8 @@ def _train_from(cfg, out: Path, names: dict) -> dict:
     result = train(agent, envs, out, updates=t.updates, batch_size=t.batch_size, lr=t.lr,
                    weight_decay=t.weight_decay, aux_weight=t.aux_weight, grad_clip=t.grad_clip, seed=cfg.seed,
                    checkpoint_every=t.checkpoint_every, log_every=t.log_every, max_minutes=t.max_minutes,
-                   resume=t.resume, progress=cfg.progress, lr_schedule=t.get("lr_schedule", "constant"))
+                   resume=t.resume, progress=cfg.progress, lr_schedule=t.get("lr_schedule", "constant"),
+                   decay_fraction=t.get("decay_fraction", 0.2))
     result["parameters"] = agent.num_parameters()
     print(f"checkpoint: {result['checkpoint']}  log: {result['log']}  last: {result['last']}")
     if cfg.eval_episodes:

@@ -209,6 +209,26 @@ def test_cosine_schedule_lowers_the_rate_by_update_and_bad_names_are_refused(tmp
     assert bad.returncode != 0 and "lr_schedule='linear' is not one of" in bad.stderr
 
 
+def test_stable_decay_holds_the_rate_then_lowers_it_over_the_last_fraction_of_the_budget(tmp_path):
+    from agents.train import _schedule_scale, train
+    from agents.transformer import TransformerAgent
+
+    cogarch("train", "env=graph_search", "agent=transformer", *TINY, "train.updates=10", "train.log_every=1",
+            "train.lr_schedule=stable_decay", "train.decay_fraction=0.5", "eval_episodes=0",
+            f"hydra.run.dir={tmp_path / 'sd'}")
+    lrs = list(pd.read_csv(tmp_path / "sd" / "train.csv")["lr"])  # by updates: the time budget is far off
+    assert lrs == pytest.approx([1e-3 * min(1.0, (1 - u / 10) / 0.5) for u in range(10)])
+    # by time: 90% of a one-minute budget spent at update 10 of 1,000 is half-way down a decay over the last 20%
+    assert _schedule_scale("stable_decay", 10, 1000, 0.2, elapsed=54.0, max_minutes=1.0) == pytest.approx(0.5)
+    assert _schedule_scale("stable_decay", 10, 1000, 0.2, elapsed=54.0, max_minutes=None) == 1.0
+    assert _schedule_scale("stable_decay", 10, 1000, 0.2, elapsed=61.0, max_minutes=1.0) == 0.0
+    env = GraphSearchEnv(num_vertices=8)
+    agent = TransformerAgent(vocab=env.vocab, dim=16, layers=1, heads=2)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=f"decay_fraction={bad} is out of range"):
+            train(agent, [env], tmp_path / "bad", updates=2, lr_schedule="stable_decay", decay_fraction=bad)
+
+
 def test_a_training_killed_mid_way_resumes_to_the_same_final_checkpoint(tmp_path):
     """SIGKILL at any moment, checkpoint writes included: the rerun resumes from the last complete checkpoint,
     trains the lost updates again and ends at the weights of an uninterrupted run; train.csv has each update once."""
