@@ -1,10 +1,11 @@
 """One agent per task family (bAbI's per-task setting): join experiments into the per-family table.
 
-    python -m agents.per_task OUT_DIR RUN_DIR [RUN_DIR ...] [--key task]
+    python -m agents.per_task OUT_DIR RUN_DIR [RUN_DIR ...] [--key task] [--replace]
 
 Each RUN_DIR is a ``cogarch experiment`` folder (e.g. ``experiment=story_qa_per_task``, split over two processes):
 its ``eval/results.csv`` holds every agent on every family of the sweep, and each ``train_<label>/config.yaml``
-names the family (``env.<key>``) that agent trained on. Writes to OUT_DIR:
+names the family (``env.<key>``) that agent trained on. With ``--replace`` a later RUN_DIR may train some
+families again: its agents replace the earlier runs' agents of the same label. Writes to OUT_DIR:
 
 - ``results.csv``: every row of the runs, joined;
 - ``results.md``: each family by its own agent (the diagonal), the mean error over the families (1 - answer
@@ -43,8 +44,10 @@ def trained_family(run: Path, label: str, key: str):
     return value
 
 
-def join(runs: list[str | Path], key: str = "task") -> tuple[pd.DataFrame, dict[str, object]]:
-    """All rows of the runs' results and, per agent label, the family it trained on."""
+def join(runs: list[str | Path], key: str = "task", replace: bool = False) -> tuple[pd.DataFrame, dict[str, object]]:
+    """All rows of the runs' results and, per agent label, the family it trained on. With ``replace`` an agent
+    label of a later run replaces the same label of the earlier runs (some families trained again, joined with
+    the rest); without it a label in two runs is an error."""
     frames, family = [], {}
     for run in map(Path, runs):
         path = results_file(run, "story_qa_per_task")
@@ -54,7 +57,11 @@ def join(runs: list[str | Path], key: str = "task") -> tuple[pd.DataFrame, dict[
                              f"over {key} is needed)")
         for label in df["agent"].unique():
             if label in family:
-                raise ValueError(f"agent {label!r} appears in more than one run ({run}); labels must be unique")
+                if not replace:
+                    raise ValueError(f"agent {label!r} appears in more than one run ({run}); labels must be unique "
+                                     "(or --replace: a later run's agent replaces the earlier one)")
+                frames = [f[f["agent"] != label] for f in frames]
+                print(f"agent {label!r}: the run {run} replaces the earlier one")
             family[label] = trained_family(run, label, key)
         frames.append(df)
     return pd.concat(frames, ignore_index=True), family
@@ -107,11 +114,13 @@ def plot_transfer(grid: pd.DataFrame, family: dict[str, object], path: str | Pat
     return boxed
 
 
-def write(out: str | Path, runs: list[str | Path], key: str = "task", title: str | None = None) -> str:
-    """Join the runs and write results.csv, results.md, transfer.png and the training logs to ``out``."""
+def write(out: str | Path, runs: list[str | Path], key: str = "task", title: str | None = None,
+          replace: bool = False) -> str:
+    """Join the runs and write results.csv, results.md, transfer.png and the training logs to ``out`` (a log of a
+    replaced agent is overwritten by the later run's)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    df, family = join(runs, key)
+    df, family = join(runs, key, replace)
     own = diagonal(df, family, key)
     # rounded: accuracies are ratios of counts, and 1 - 0.95 is 0.05000000000000004 in floating point, while an
     # error of exactly 5% is not a failure (bAbI: above 5%)
@@ -139,8 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="cogarch experiment folders (each with eval/results.csv)")
     parser.add_argument("--key", default="task", help="the env setting each agent trained on one value of")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--replace", action="store_true",
+                        help="an agent label of a later run replaces the same label of the earlier runs")
     args = parser.parse_args(argv)
-    print(write(args.out, args.runs, args.key, args.title))
+    print(write(args.out, args.runs, args.key, args.title, args.replace))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,14 @@ def test_an_error_of_exactly_five_percent_is_not_a_failed_family(tmp_path):
                lambda trained, evaluated: {1: 95 / 100, 2: 0.95, 3: 0.94}[trained])
     main([str(tmp_path / "out"), str(tmp_path / "a")])
     assert "failed families (error > 5%): 1 of 3 (3)." in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_later_run_replaces_an_agent_only_when_asked(tmp_path):
+    experiment(tmp_path / "a", {"task1": 1, "task2": 2}, accuracy)
+    experiment(tmp_path / "b", {"task2": 2}, lambda trained, evaluated: 0.97 if trained == evaluated else 0.0)
+    with pytest.raises(ValueError, match="'task2' appears in more than one run"):
+        join([tmp_path / "a", tmp_path / "b"])
+    df, family = join([tmp_path / "a", tmp_path / "b"], replace=True)
+    assert len(df) == 6 and family == {"task1": 1, "task2": 2}
+    assert list(diagonal(df, family)["answer_accuracy"]) == [0.99, 0.97]
+    assert matrix(df, family).loc["task2", 1] == 0.0  # every row of the replaced agent is the later run's
