@@ -7,10 +7,13 @@ is another option of a group (``agent/cogarch/long_term@agent.long_term=none``),
 One env step (DESIGN.md, "one step of data"):
     facts (B, 3) -> perception (index-layer role binding)            sensory item (B, 1, d)
     repeat cycles_per_step times: workspace.cycle(state, sensory)    propose -> compete -> broadcast -> act
+        (answer_cycles times at a step that asks a question, phase 1)
     the last cycle's motor logits (B, V) over the agent's concepts
 
 Several cycles per step are the search of DESIGN.md ("cycles are the search"): each cycle can bring one more
-retrieval into the conscious state before the answer is read out.
+retrieval into the conscious state before the answer is read out. ``answer_cycles`` spends them where the search
+happens, at the question: a story read with one cycle per fact and answered after four costs a third of four
+cycles at every step.
 
 Axes: B batch, T steps, d model dim, V the agent's vocabulary.
 """
@@ -65,6 +68,15 @@ def _part(value: Any) -> nn.Module | None:
     return value
 
 
+class StepCycles(NamedTuple):
+    """The cycles of one env step (``WorkspaceAgent._step``)."""
+
+    outs: list  # one CycleOutput per cycle (over the whole batch)
+    active: list  # per cycle: (B,) bool, the rows that took it, or None for every row
+    logits: Tensor  # (B, V) each row's last cycle's action logits
+    aux: Tensor  # (B,) the consciousness-prior loss averaged over each row's cycles
+
+
 class WorkspaceAgent(LearnedAgent):
     """An agent that thinks in global-workspace cycles (Baars; Tensor Brain; Consciousness Prior; PMI; EM-LLM).
 
@@ -80,6 +92,9 @@ class WorkspaceAgent(LearnedAgent):
             it, the text of each observation is a second sensory item: the frozen LM's pooled sentence vector
             through its learned projection (the LM stays outside the checkpoint; only the projection is saved).
         cycles_per_step: workspace cycles per env step (>= 1).
+        answer_cycles: workspace cycles at a step that asks (``phase`` 1), >= 1; None (default) = cycles_per_step.
+            In a batch whose rows differ in phase, a row takes only its own number of cycles (the others keep
+            their state and logits while the asking rows think on).
         time: bind each fact to a code of its step (perception's time index, for recency); default True.
         memory_cue: what the memories are read with (``cogarch.workspace.Workspace``): ``"conscious"`` (the
             previous cycle's conscious state) or ``"conscious_and_sensory"`` (plus this step's sensory items,
@@ -91,8 +106,8 @@ class WorkspaceAgent(LearnedAgent):
     """
 
     def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
-                 episodic: Any = None, language: Any = None, cycles_per_step: int = 1, time: bool = True,
-                 memory_cue: str = "conscious",
+                 episodic: Any = None, language: Any = None, cycles_per_step: int = 1,
+                 answer_cycles: int | None = None, time: bool = True, memory_cue: str = "conscious",
                  bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
                  action_space=None, observation_space=None):
@@ -103,6 +118,10 @@ class WorkspaceAgent(LearnedAgent):
             raise ValueError(f"dim={dim!r} is out of range; allowed: integer >= 1")
         if isinstance(cycles_per_step, bool) or not isinstance(cycles_per_step, int) or cycles_per_step < 1:
             raise ValueError(f"cycles_per_step={cycles_per_step!r} is out of range; allowed: integer >= 1")
+        if answer_cycles is not None and (isinstance(answer_cycles, bool) or not isinstance(answer_cycles, int)
+                                          or answer_cycles < 1):
+            raise ValueError(f"answer_cycles={answer_cycles!r} is out of range; allowed: integer >= 1 or null "
+                             "(= cycles_per_step)")
         super().__init__(vocab, agent_vocab, seed)
         memories = [m for m in (_part(working), _part(long_term), _part(episodic)) if m is not None]
         for m in memories:
@@ -111,6 +130,7 @@ class WorkspaceAgent(LearnedAgent):
         if isinstance(bptt_steps, bool) or not isinstance(bptt_steps, int) or bptt_steps < 1:
             raise ValueError(f"bptt_steps={bptt_steps!r} is out of range; allowed: integer >= 1")
         self.dim, self.cycles_per_step, self.bptt_steps = dim, cycles_per_step, bptt_steps
+        self.answer_cycles = cycles_per_step if answer_cycles is None else answer_cycles
         # (step, cycle) pairs whose broadcast is suppressed when acting (the counterfactual of cogarch.inspect)
         self.suppress: set[tuple[int, int]] = set()
         self.language = _part(language)
@@ -145,37 +165,58 @@ class WorkspaceAgent(LearnedAgent):
         steps = torch.as_tensor(state.step).expand(B)
         return AgentState(self.workspace.reset_rows(state.workspace, rows), torch.where(rows, 0, steps))
 
-    def _step(self, state: WorkspaceState, facts: Tensor, step: int | Tensor, inplace: bool,
-              text: Sequence[str] | None = None, sensory: Tensor | None = None) -> tuple[WorkspaceState, list]:
-        """The cycles of one env step. ``sensory`` (B, 1, d): the facts already perceived (episode_logits
-        perceives a whole episode at once); None = perceive ``facts`` here."""
-        steps = torch.as_tensor(step, dtype=torch.long).expand(facts.shape[0])  # (B,)
+    def _step(self, state: WorkspaceState, facts: Tensor, phase: Tensor, step: int | Tensor, inplace: bool,
+              text: Sequence[str] | None = None, sensory: Tensor | None = None) -> tuple[WorkspaceState, StepCycles]:
+        """The cycles of one env step: ``cycles_per_step`` in each row, ``answer_cycles`` in rows that ask (phase
+        (B,) == 1). ``sensory`` (B, 1, d): the facts already perceived (episode_logits perceives a whole episode
+        at once); None = perceive ``facts`` here."""
+        B = facts.shape[0]
+        steps = torch.as_tensor(step, dtype=torch.long).expand(B)  # (B,)
         if sensory is None:
             sensory = self.model.perception({"fact": facts, "step": steps})  # (B, 1, d)
         if self.language is not None:  # the observation's text as a second sensory item (B, 2, d)
             if text is None:
                 raise ValueError("this agent has a language module and needs each step's text (obs['text'])")
             sensory = torch.cat([sensory, self.language.encode(list(text)).unsqueeze(1)], dim=1)
-        outs = []
-        for c in range(self.cycles_per_step):
+        if self.answer_cycles == self.cycles_per_step:
+            n_cycles = None  # every row the same number (the common case: no masks)
+            total = self.cycles_per_step
+        else:
+            asking = torch.as_tensor(phase, device=facts.device).expand(B) == 1
+            n_cycles = torch.where(asking, self.answer_cycles, self.cycles_per_step)  # (B,)
+            total = int(n_cycles.max())
+        outs, active, logits, aux = [], [], None, None
+        for c in range(total):
+            rows = None if n_cycles is None or c < int(n_cycles.min()) else n_cycles > c  # (B,) bool, None = all
             off = None
             if self.suppress:  # the rows whose (step, cycle) is suppressed
                 off = torch.tensor([(s, c) in self.suppress for s in steps.tolist()])
-            state, out = self.workspace.cycle(state, sensory, inplace=inplace, suppress=off)
+            new, out = self.workspace.cycle(state, sensory, inplace=inplace and rows is None, suppress=off)
+            if rows is None:
+                state, logits = new, out.logits
+                aux = out.aux_loss if aux is None else aux + out.aux_loss
+            else:  # the rows past their own number of cycles keep what they had
+                state = state.where(rows, new)
+                logits = torch.where(rows[:, None], out.logits, logits)
+                aux = aux + torch.where(rows, out.aux_loss, 0.0)
             outs.append(out)
-        return state, outs
+            active.append(rows)
+        count = self.cycles_per_step if n_cycles is None else n_cycles.to(aux.dtype)
+        return state, StepCycles(outs, active, logits, aux / count)
 
     def step_logits(self, state: AgentState, facts: Tensor, phase: Tensor, trace: bool = True,
                     text: Sequence[str] | None = None) -> tuple[Tensor, AgentState, list[CycleRecord]]:
         """One env step for a batch: facts (B, 3), phase (B,) (and the B texts, for the language module) ->
-        logits (B, V), next state, cycle records."""
-        ws, outs = self._step(state.workspace, facts, state.step, inplace=not torch.is_grad_enabled(), text=text)
+        logits (B, V), next state, cycle records (one per row and cycle it took)."""
+        ws, cycles = self._step(state.workspace, facts, phase, state.step, inplace=not torch.is_grad_enabled(),
+                                text=text)
         records: list[CycleRecord] = []
         if trace:
             steps = torch.as_tensor(state.step).expand(facts.shape[0]).tolist()
-            for c, out in enumerate(outs):
-                records += self.workspace.records(out, steps, c, index_layer=self.index_layer)
-        return outs[-1].logits, AgentState(ws, state.step + 1), records
+            for c, (out, rows) in enumerate(zip(cycles.outs, cycles.active)):
+                recs = self.workspace.records(out, steps, c, index_layer=self.index_layer)
+                records += recs if rows is None else [r for r, on in zip(recs, rows.tolist()) if on]
+        return cycles.logits, AgentState(ws, state.step + 1), records
 
     # ------------------------------------------------------------------ training
     def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
@@ -196,9 +237,10 @@ class WorkspaceAgent(LearnedAgent):
             if t and t % self.bptt_steps == 0:  # truncated backpropagation through time (same forward values)
                 state = state.detach()
             text = None if batch.text is None else [row[t] for row in batch.text]
-            state, outs = self._step(state, batch.facts[:, t], t, inplace=False, text=text, sensory=sensory[:, t])
-            logits.append(outs[-1].logits)
-            aux.append(torch.stack([o.aux_loss for o in outs]).mean(0))  # (B,)
+            state, cycles = self._step(state, batch.facts[:, t], batch.phase[:, t], t, inplace=False, text=text,
+                                       sensory=sensory[:, t])
+            logits.append(cycles.logits)
+            aux.append(cycles.aux)  # (B,) the mean over each row's cycles
         valid = batch.mask.to(aux[0].dtype)  # (B, T)
         aux_loss = (torch.stack(aux, dim=1) * valid).sum() / valid.sum().clamp(min=1)
         return torch.stack(logits, dim=1), aux_loss

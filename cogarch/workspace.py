@@ -49,6 +49,11 @@ class WorkspaceState(NamedTuple):
         """The same values cut from any autograd graph (call between training windows)."""
         return _map_tensors(self, lambda t: t.detach())
 
+    def where(self, rows: Tensor, other: "WorkspaceState") -> "WorkspaceState":
+        """This state with the batch rows where ``rows`` (B,) is True taken from ``other`` (same structure and
+        shapes), e.g. to let only some rows take a cycle."""
+        return _zip_tensors(self, other, lambda old, new: torch.where(rows.view(-1, *(1,) * (old.dim() - 1)), new, old))
+
     def rows(self, index: slice | Tensor) -> "WorkspaceState":
         """The state of some batch rows (every tensor indexed on its first axis), e.g. ``rows(slice(i, i + 1))``."""
         return _map_tensors(self, lambda t: t[index])
@@ -216,7 +221,7 @@ class Workspace(nn.Module):
         fresh = fresh._replace(broadcast=torch.zeros_like(state.broadcast),
                                broadcast_mask=torch.zeros_like(state.broadcast_mask),
                                sensory=torch.zeros_like(state.sensory))
-        return _zip_tensors(state, fresh, lambda old, new: torch.where(rows.view(-1, *(1,) * (old.dim() - 1)), new, old))
+        return state.where(rows, fresh)
 
     def cycle(self, state: WorkspaceState, sensory: Tensor, sensory_mask: Tensor | None = None,
               inplace: bool = False, suppress: Tensor | None = None) -> tuple[WorkspaceState, CycleOutput]:

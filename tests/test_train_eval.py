@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from agents.checkpoint import check_targets, load_agent
@@ -118,11 +119,15 @@ def test_corrupt_checkpoint_names_the_file(trained, tmp_path):
         load_agent(broken)
 
 
-def test_workspace_agent_teacher_forced_equals_step_by_step():
+@pytest.mark.parametrize("overrides", [[], ["agent.answer_cycles=3"]])
+def test_workspace_agent_teacher_forced_equals_step_by_step(overrides):
+    """The batch's rows are at different phases at some steps: with answer_cycles, the asking rows think on
+    while the others keep their state, so every row still equals its own run at batch 1."""
     env = StoryQAEnv(task=2)
-    agent = workspace_agent(vocab=env.vocab)
+    agent = workspace_agent(*overrides, vocab=env.vocab)
     vmap = VocabMap(agent.vocab, env.vocab)
     batch = make_batch([collect_episode(env, s, vmap) for s in (0, 1)], len(agent.vocab))
+    assert (batch.answering[0] != batch.answering[1]).any()  # some step asks in one row only
     with torch.no_grad():
         whole, _ = agent.episode_logits(batch)
         for b in range(2):
@@ -131,6 +136,22 @@ def test_workspace_agent_teacher_forced_equals_step_by_step():
                 logits, state, _ = agent.step_logits(state, batch.facts[b : b + 1, t], batch.phase[b : b + 1, t],
                                                      trace=False)
                 torch.testing.assert_close(logits[0], whole[b, t], rtol=1e-4, atol=1e-5)
+
+
+def test_answer_cycles_think_longer_only_where_a_question_is_asked():
+    env = StoryQAEnv(task=2)
+    agent = workspace_agent("agent.answer_cycles=3", vocab=env.vocab)
+    vmap = VocabMap(agent.vocab, env.vocab)
+    batch = make_batch([collect_episode(env, s, vmap) for s in (0, 1)], len(agent.vocab))
+    t = int((batch.answering[0] != batch.answering[1]).nonzero()[0])  # one row asks, the other reads
+    with torch.no_grad():
+        state = agent.initial_state(batch_size=2)
+        for u in range(t + 1):
+            _, state, records = agent.step_logits(state, batch.facts[:, u], batch.phase[:, u])
+    cycles = [sum(r.step == t and r.cycle == c for r in records) for c in range(3)]
+    assert cycles == [2, 1, 1]  # both rows take cycle 0; only the asking row takes cycles 1 and 2
+    with pytest.raises(InstantiationException, match="answer_cycles=0 is out of range"):
+        workspace_agent("agent.answer_cycles=0", vocab=env.vocab)
 
 
 @pytest.mark.parametrize("overrides", [
