@@ -37,6 +37,7 @@ from cogarch.trace import read_safetensors, write_safetensors
 
 TRAIN_SEED_BASE = 1_000_000
 CSV_FIELDS = ("update", "episodes", "loss", "aux_loss", "answer_accuracy", "episode_accuracy", "lr", "wall_s")
+FLOAT_FIELDS = frozenset(CSV_FIELDS) - {"update", "episodes"}
 
 
 def episode_seed(seed: int, update: int, batch_size: int, i: int) -> int:
@@ -138,7 +139,9 @@ def train(
     plateau keep the jump (a cosine decay can end it before it comes) and still end on a decayed rate.
 
     Stops after ``updates`` updates or ``max_minutes`` of wall time (then it checkpoints where it is, and a
-    later call with ``resume=True`` continues). Returns the last logged row and the paths written."""
+    later call with ``resume=True`` continues; a resumed run whose budget was already spent trains nothing).
+    Returns the last logged row, the paths written and ``already_done`` (True when there was nothing left to
+    train)."""
     if updates < 1 or batch_size < 1:
         raise ValueError(f"updates={updates} and batch_size={batch_size} must both be >= 1")
     if not lr > 0:
@@ -164,22 +167,26 @@ def train(
         start_update, wall_before = int(state["update"]), float(state["wall_s"])
     log_path = out / "train.csv"
     new_log = not log_path.is_file() or start_update == 0
+    row: dict[str, Any] = {}
     if not new_log:  # rows logged after the checkpoint (before a crash) are trained again: keep one copy
-        rows = list(csv.DictReader(log_path.open(newline="")))
+        rows = [r for r in csv.DictReader(log_path.open(newline="")) if int(r["update"]) <= start_update]
         with open(log_path, "w", newline="") as f:
             keep = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             keep.writeheader()
-            keep.writerows(r for r in rows if int(r["update"]) <= start_update)
+            keep.writerows(rows)
+        if rows:  # what a resumed run that trains no further reports as its last row
+            row = {k: float(v) if k in FLOAT_FIELDS else int(float(v)) for k, v in rows[-1].items()}
+    # A run resumed after its budget (updates or minutes) was spent has nothing left to train
+    spent = start_update >= updates or (max_minutes is not None and wall_before > 60 * max_minutes)
     log_file = open(log_path, "w" if new_log else "a", newline="")
     writer = csv.DictWriter(log_file, fieldnames=CSV_FIELDS)
     if new_log:
         writer.writeheader()
     agent.model.train()
     begin = time.perf_counter()
-    row: dict[str, Any] = {}
     sums = np.zeros(6)  # since the last log row: loss, aux, correct answers, answers, right episodes, updates
     done = start_update
-    bar = tqdm(range(start_update, updates), desc="train", unit="upd", disable=not progress, dynamic_ncols=True,
+    bar = tqdm(range(start_update, start_update if spent else updates), desc="train", unit="upd", disable=not progress, dynamic_ncols=True,
                initial=start_update, total=updates)
     try:
         for update in bar:
@@ -226,4 +233,5 @@ def train(
         bar.close()
         log_file.close()
     agent.model.eval()
-    return {"last": row, "updates_done": done, "checkpoint": str(ckpt), "log": str(log_path)}
+    return {"last": row, "updates_done": done, "checkpoint": str(ckpt), "log": str(log_path),
+            "already_done": spent}

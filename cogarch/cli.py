@@ -151,6 +151,10 @@ def _train_from(cfg, out: Path, names: dict) -> dict:
                    resume=t.resume, progress=cfg.progress, lr_schedule=t.get("lr_schedule", "constant"),
                    decay_fraction=t.get("decay_fraction", 0.2))
     result["parameters"] = agent.num_parameters()
+    if result["already_done"]:  # a reused run folder: its checkpoint is used as it is
+        print(f"{out} already holds a finished training run (update {result['updates_done']}; train.updates="
+              f"{t.updates}, train.max_minutes={t.max_minutes}): nothing trained. Raise either to train on, or "
+              "pick a new hydra.run.dir for a new run.")
     print(f"checkpoint: {result['checkpoint']}  log: {result['log']}  last: {result['last']}")
     if cfg.eval_episodes:
         agent.bind_env(envs[0].unwrapped.vocab)

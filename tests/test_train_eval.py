@@ -286,3 +286,32 @@ def test_a_checkpoint_write_cut_short_leaves_the_previous_checkpoint(tmp_path):
     (tmp_path / "checkpoint.tmp").mkdir()  # the new one, half written: no state.json
     recover_checkpoint(ckpt)
     assert json.loads((ckpt / "state.json").read_text()) == {"update": 7}
+
+
+def test_a_run_resumed_after_its_budget_was_spent_trains_nothing_and_reports_its_last_row(tmp_path):
+    from agents.train import train
+    from agents.transformer import TransformerAgent
+
+    env = GraphSearchEnv(num_vertices=8)
+    make = lambda: TransformerAgent(vocab=env.vocab, dim=16, layers=1, heads=2)
+    kw = dict(batch_size=2, log_every=1, checkpoint_every=1, progress=False)
+    first = train(make(), [env], tmp_path / "updates", updates=3, **kw)
+    again = train(make(), [env], tmp_path / "updates", updates=3, **kw)
+    assert not first["already_done"] and again["already_done"]
+    assert again["updates_done"] == 3 and again["last"] == first["last"]  # read back from train.csv
+    # the time budget: the first update overruns a budget of ~0 minutes, and a resumed run with the same
+    # budget does not train one more update
+    spent = [train(make(), [env], tmp_path / "minutes", updates=50, max_minutes=1e-9, **kw) for _ in range(2)]
+    assert [r["updates_done"] for r in spent] == [1, 1] and [r["already_done"] for r in spent] == [False, True]
+    assert list(pd.read_csv(tmp_path / "minutes" / "train.csv")["update"]) == [1]
+    longer = train(make(), [env], tmp_path / "minutes", updates=2, max_minutes=10, **kw)  # a larger budget trains on
+    assert longer["updates_done"] == 2 and not longer["already_done"]
+
+
+def test_a_reused_run_folder_says_its_training_is_already_done(trained, tmp_path):
+    import shutil
+
+    run = shutil.copytree(trained[0], tmp_path / "run")
+    out = cogarch("train", "env=story_qa", "agent=workspace", *TINY, "train.updates=4", "eval_episodes=0",
+                  f"hydra.run.dir={run}")
+    assert "already holds a finished training run (update 4" in out and "last: {}" not in out
