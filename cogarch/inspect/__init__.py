@@ -34,7 +34,7 @@ __all__ = ["Run", "Episode", "load_run", "snapshot_of", "COLUMNS", "cycle_html",
 COLUMNS = {
     "episode": "episode index in the run (its env seed is the run's seed + episode)",
     "step": "env step within the episode",
-    "cycle": "cognitive cycle within the step (0 .. cycles_per_step - 1)",
+    "cycle": "cognitive cycle within the step (0 .. cycles_per_step - 1; up to answer_cycles - 1 at a question)",
     "action": "the action taken at this step (env id; 0 = <none> while reading)",
     "oracle_action": "the correct action at this step (env id; 0 while reading)",
     "answering": "True where the oracle asks for an answer (oracle_action not 0): the answering phase",
