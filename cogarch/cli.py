@@ -244,8 +244,8 @@ def _experiment(cfg) -> list:
         with open_dict(sub):
             sub.seed, sub.dim, sub.progress, sub.eval_episodes = cfg.seed, cfg.dim, cfg.progress, 0
             sub.env, sub.train = cfg.env, cfg.train
-            own = [o for o in overrides if o.startswith(("env.", "train."))]
-            if own:  # an agent's own env / train settings (e.g. env.task=3: one agent per task) win
+            own = [o for o in overrides if o.startswith(("env.", "train.", "seed=", "dim="))]
+            if own:  # an agent's own env / train settings, seed and dim (e.g. env.task=3: one agent per task) win
                 sub.merge_with(OmegaConf.from_dotlist(own))
             if name == "transformer" and params is not None and sub.agent.get("target_parameters") is None:
                 sub.agent.target_parameters = params  # the baseline gets the workspace agent's parameter count

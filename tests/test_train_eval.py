@@ -193,13 +193,14 @@ def test_experiment_agents_may_set_their_own_env_and_train_options(tmp_path):
     """configs/experiment/story_qa_per_task.yaml: one agent per task, each trained on its own family."""
     keep = ["task1", "task3"]
     drop = [f"~agents.task{t}" for t in (2, 4, 6, 7, 8, 9, 11, 15, 16, 17, 18, 19)]
-    cogarch("experiment", "experiment=story_qa_per_task", *drop, "train.updates=2", "train.batch_size=2",
-            "train.max_minutes=1", "episodes=2", "dim=16", "num_envs=2", "sweep.values=[1,3]", "progress=false",
-            f"hydra.run.dir={tmp_path}")
+    task3 = '"agent=workspace","cogarch/long_term@agent.long_term=none","env.task=3","seed=5","dim=8"'
+    cogarch("experiment", "experiment=story_qa_per_task", *drop, f"agents.task3=[{task3}]", "train.updates=2",
+            "train.batch_size=2", "train.max_minutes=1", "episodes=2", "dim=16", "num_envs=2", "sweep.values=[1,3]",
+            "progress=false", f"hydra.run.dir={tmp_path}")
     from omegaconf import OmegaConf
 
-    tasks = {k: OmegaConf.load(tmp_path / f"train_{k}" / "config.yaml").env.task for k in keep}
-    assert tasks == {"task1": 1, "task3": 3}
+    configs = {k: OmegaConf.load(tmp_path / f"train_{k}" / "config.yaml") for k in keep}
+    assert {k: (c.env.task, c.seed, c.dim) for k, c in configs.items()} == {"task1": (1, 0, 16), "task3": (3, 5, 8)}
     df = pd.read_csv(tmp_path / "eval" / "results.csv")
     assert sorted(zip(df["agent"], df["task"])) == [("task1", 1), ("task1", 3), ("task3", 1), ("task3", 3)]
 
