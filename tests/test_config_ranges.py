@@ -56,7 +56,7 @@ BAD = {
     **{("cogarch/language/smollm2", k): v for k, v in {
         "dim": [0], "cache_size": [-1], "token_budget": [0], "prune": [0]}.items()},
     # agents
-    **{("agent/workspace", k): v for k, v in {"dim": [0, -1], "cycles_per_step": [0], "bptt_steps": [0]}.items()},
+    **{("agent/workspace", k): v for k, v in {"dim": [0, -1], "cycles_per_step": [0], "answer_cycles": [0, -2], "bptt_steps": [0]}.items()},
     **{("agent/transformer", k): v for k, v in {
         "dim": [0, 6],  # 6: not a multiple of heads=4
         "layers": [0], "heads": [0, -1], "max_context": [0], "target_parameters": [0, -1]}.items()},
