@@ -178,16 +178,14 @@ class WorkspaceAgent(LearnedAgent):
             if text is None:
                 raise ValueError("this agent has a language module and needs each step's text (obs['text'])")
             sensory = torch.cat([sensory, self.language.encode(list(text)).unsqueeze(1)], dim=1)
-        if self.answer_cycles == self.cycles_per_step:
-            n_cycles = None  # every row the same number (the common case: no masks)
-            total = self.cycles_per_step
-        else:
+        n_cycles, fewest, total = None, self.cycles_per_step, self.cycles_per_step  # the common case: no masks
+        if self.answer_cycles != self.cycles_per_step:
             asking = torch.as_tensor(phase, device=facts.device).expand(B) == 1
             n_cycles = torch.where(asking, self.answer_cycles, self.cycles_per_step)  # (B,)
-            total = int(n_cycles.max())
+            fewest, total = int(n_cycles.min()), int(n_cycles.max())
         outs, active, logits, aux = [], [], None, None
         for c in range(total):
-            rows = None if n_cycles is None or c < int(n_cycles.min()) else n_cycles > c  # (B,) bool, None = all
+            rows = None if c < fewest else n_cycles > c  # (B,) bool: the rows that take cycle c (None: all)
             off = None
             if self.suppress:  # the rows whose (step, cycle) is suppressed
                 off = torch.tensor([(s, c) in self.suppress for s in steps.tolist()])
