@@ -38,10 +38,15 @@ class Bottleneck(nn.Module):
 
     Arguments: ``dim`` (>= 1) the model width; ``k`` (>= 1, or None for all) the number of winners;
     ``conscious_dim`` (1..dim, default dim) the width of the values pooled into the conscious state, the
-    low-dimensional code that is projected back to ``dim``; ``temperature`` (> 0) divides the scores.
+    low-dimensional code that is projected back to ``dim``; ``temperature`` (> 0) divides the scores;
+    ``recurrent`` (default False): the conscious state is a gated recurrent update of the previous one by the
+    pooled winners, ``c_t = GRU(pooled_t, c_{t-1})``, as the paper's ``c_t = C(h_t, c_{t-1}, z_t)`` (the new
+    state depends on the last one, not only through the query), instead of the pooled winners alone. A
+    thought can then carry what earlier cycles selected (e.g. which hop of a chain it is on).
     """
 
-    def __init__(self, dim: int, k: int | None = 4, conscious_dim: int | None = None, temperature: float = 1.0):
+    def __init__(self, dim: int, k: int | None = 4, conscious_dim: int | None = None, temperature: float = 1.0,
+                 recurrent: bool = False):
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim={dim} must be >= 1")
@@ -59,6 +64,10 @@ class Bottleneck(nn.Module):
         self.out = nn.Linear(conscious_dim, dim, bias=False)
         # The auxiliary predictor of the consciousness prior: next conscious state from the current one.
         self.predictor = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        if not isinstance(recurrent, bool):
+            raise ValueError(f"recurrent={recurrent!r} is not allowed; allowed: true or false")
+        self.recurrent = recurrent
+        self.update = nn.GRUCell(dim, dim) if self.recurrent else None  # c_t = GRU(pooled_t, c_{t-1})
 
     def forward(self, conscious: Tensor, candidates: Tensor, mask: Tensor | None = None,
                 key_bias: Tensor | None = None) -> BottleneckOutput:
@@ -90,7 +99,10 @@ class Bottleneck(nn.Module):
         # The value map is linear, so pooling the winners first and projecting once is the same code.
         pooled = torch.bmm(weights.unsqueeze(1), chosen).squeeze(1)  # (B, d)
         code = F.linear(pooled, self.value.weight)  # (B, c): the low-dim conscious code
-        return BottleneckOutput(winners, winner_mask, weights, scores, F.linear(code, self.out.weight)), chosen
+        summary = F.linear(code, self.out.weight)  # (B, d)
+        if self.update is not None:
+            summary = self.update(summary, conscious)
+        return BottleneckOutput(winners, winner_mask, weights, scores, summary), chosen
 
     def aux_loss(self, previous: Tensor, current: Tensor) -> Tensor:
         """Consciousness-prior objective: predict the next conscious state from the current one.

@@ -64,7 +64,29 @@ def test_aux_loss_trains_the_predictor_to_predict_the_next_conscious_state():
     assert b.aux_loss(prev, nxt).mean().item() < 0.2 * first
 
 
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_a_recurrent_conscious_state_carries_the_last_one_beyond_the_query(recurrent):
+    # the query is zeroed, so every candidate scores alike whatever the last conscious state: the pooled winners
+    # are then the same for two different last states, and only a recurrent update can tell them apart
+    b = make(None, recurrent=recurrent)
+    with torch.no_grad():
+        b.query.weight.zero_()
+        b.query.bias.zero_()
+    cands = torch.randn(1, 5, 16).expand(2, -1, -1)
+    out = b(torch.randn(2, 16), cands)
+    assert torch.equal(out.weights[0], out.weights[1])
+    differ = not torch.allclose(out.summary[0], out.summary[1], atol=1e-6)
+    assert differ == recurrent
+    if recurrent:  # c_t = GRU(pooled, c_{t-1}) and its weights train
+        last = torch.randn(2, 16)
+        pooled = b.out(b.value((out.weights.unsqueeze(-1) * cands).sum(1)))
+        assert torch.allclose(b(last, cands).summary, b.update(pooled, last), atol=1e-6)
+        b(last, cands).summary.sum().backward()
+        assert b.update.weight_hh.grad.abs().sum() > 0
+
+
 def test_bad_arguments_are_named():
-    for kw, name in [({"k": 0}, "k"), ({"conscious_dim": 99}, "conscious_dim"), ({"temperature": 0}, "temperature")]:
+    for kw, name in [({"k": 0}, "k"), ({"conscious_dim": 99}, "conscious_dim"), ({"temperature": 0}, "temperature"),
+                     ({"recurrent": "yes"}, "recurrent")]:
         with pytest.raises(ValueError, match=name):
             Bottleneck(16, **kw)
