@@ -37,8 +37,7 @@ NAN, INF = math.nan, math.inf
 BAD = {
     # cogarch parts (dim = 16 here)
     **{(f"cogarch/bottleneck/{o}", k): v for o in ("k4", "all") for k, v in {
-        "dim": [0, -1], "k": [0, -2], "conscious_dim": [0, DIM + 1], "temperature": [0.0, -1.0, NAN],
-        "recurrent": ["yes", 1]}.items()},
+        "dim": [0, -1], "k": [0, -2], "conscious_dim": [0, DIM + 1], "temperature": [0.0, -1.0, NAN]}.items()},
     **{("cogarch/episodic/em_llm", k): v for k, v in {
         "dim": [0], "capacity": [31],  # < 2 * max_event_len (16 in the YAML)
         "window": [1, 0], "gamma": [-1.0, INF, NAN], "top_k_events": [0, 10**6], "neighbours": [-1],
