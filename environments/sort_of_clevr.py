@@ -29,6 +29,7 @@ QUESTION_FAMILIES = {
     "all": NON_RELATIONAL + RELATIONAL,
     "relational": RELATIONAL,
     "non_relational": NON_RELATIONAL,
+    **{kind: (kind,) for kind in NON_RELATIONAL + RELATIONAL},  # one question type alone (e.g. to evaluate it)
 }
 QUESTION_TEXT = {
     "shape": "What is the shape of the {} object?",
@@ -129,8 +130,9 @@ class SortOfClevrEnv(FactStreamEnv):
 
     ## Arguments
 
-    - ``questions`` (str, default ``"all"``): ``"all"``, ``"relational"`` or ``"non_relational"``; the
-      family the question type is drawn from (uniformly).
+    - ``questions`` (str, default ``"all"``): ``"all"``, ``"relational"`` or ``"non_relational"``, the
+      family the question type is drawn from (uniformly), or one question type alone (``"shape"``,
+      ``"horizontal"``, ``"vertical"``, ``"closest_shape"``, ``"furthest_shape"``, ``"same_shape_count"``).
     - ``obs_mode`` (str, default ``"facts"``): ``"facts"`` or ``"image"``; ``"image"`` adds the ``image`` key.
     - ``render_mode`` (str or None, default None): None or ``"ansi"``.
     """

@@ -93,6 +93,7 @@ def test_answers_follow_from_the_facts():
     [
         ("relational", {"closest_shape", "furthest_shape", "same_shape_count"}),
         ("non_relational", {"shape", "horizontal", "vertical"}),
+        *((kind, {kind}) for kind in ("shape", "vertical", "closest_shape", "same_shape_count")),
     ],
 )
 def test_question_family(family, types):
@@ -101,7 +102,7 @@ def test_question_family(family, types):
     for seed in range(60):
         _, info = env.reset(seed=seed)
         got.add(info["question_type"])
-        assert info["relational"] == (family == "relational")
+        assert info["relational"] == (family in ("relational", "closest_shape", "same_shape_count"))
     assert got == types
 
 
