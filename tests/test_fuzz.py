@@ -94,7 +94,7 @@ def story_qa_bounds(kw):
 
 @st.composite
 def sort_of_clevr_kwargs(draw):
-    return dict(questions=draw(st.sampled_from(["all", "relational", "non_relational"])),
+    return dict(questions=draw(st.sampled_from(["all", "relational", "non_relational", "same_shape_count"])),
                 obs_mode=draw(st.sampled_from(["facts", "image"])))
 
 
@@ -145,7 +145,9 @@ CHOICES = {
     "cogarch/GraphSearch-v0": {"distribution": ["balanced", "naive", "star"], "mode": ["next", "walk"]},
     "cogarch/GraphTrace-v0": {"graph": list(SIZES)},
     "cogarch/StoryQA-v0": {"task": list(SUPPORTED_TASKS)},
-    "cogarch/SortOfClevr-v0": {"questions": ["all", "relational", "non_relational"], "obs_mode": ["facts", "image"]},
+    "cogarch/SortOfClevr-v0": {"questions": ["all", "relational", "non_relational", "shape", "horizontal", "vertical",
+                                             "closest_shape", "furthest_shape", "same_shape_count"],
+                               "obs_mode": ["facts", "image"]},
     "cogarch/Passkey-v0": {},
     "cogarch/SceneGraphQA-v0": {},
 }
