@@ -46,11 +46,14 @@ def resolve_run(path: str | Path | None) -> Path:
     return p
 
 
-def load_agent(path: str | Path | None = None, vocab=None, **cli_kwargs: Any):
+def load_agent(path: str | Path | None = None, vocab=None, compile: bool = False, **cli_kwargs: Any):
     """The agent of a run folder with its trained weights, bound to an env with ``vocab`` (the CLI passes it).
 
-    Extra keyword arguments from the CLI (action_space, seed, ...) are accepted and unused: the agent is
-    exactly the one trained."""
+    ``compile=True`` makes a workspace agent act through the compiled workspace cycle (WorkspaceAgent's
+    ``compile``; how it acts, not what it learned). Extra keyword arguments from the CLI (action_space, seed,
+    ...) are accepted and unused: the agent is exactly the one trained."""
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile={compile!r} is not allowed; allowed: true or false")
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -71,6 +74,10 @@ def load_agent(path: str | Path | None = None, vocab=None, **cli_kwargs: Any):
     agent_cfg = {**cfg["agent"], "checkpoint": None}
     agent = instantiate(agent_cfg, vocab=agent_vocab, agent_vocab=agent_vocab)
     agent.load(weights)
+    if compile:
+        if not hasattr(agent, "_compiled_cycle"):
+            raise ValueError(f"compile=true applies to workspace agents; {run} holds a {type(agent).__name__}")
+        agent.compile = True
     if vocab is not None:
         agent.bind_env(vocab)
     agent.run_dir = run

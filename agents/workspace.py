@@ -100,6 +100,10 @@ class WorkspaceAgent(LearnedAgent):
             previous cycle's conscious state) or ``"conscious_and_sensory"`` (plus this step's sensory items,
             so a question cues its answer's retrieval in the cycle that reads it).
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
+        compile: act through ``torch.compile(workspace.cycle)`` (default False): the first steps wait for the
+            compile (tens of seconds), later ones run faster for one or a few streams (``make bench``: about
+            twice the eager cycles/s at batch 1) and slower for many (num_envs in the tens and more); only
+            without autograd (acting, evaluating), training stays eager. Needs a C++ compiler.
         checkpoint: a folder written by ``cogarch train`` (its ``model.safetensors``) to load.
         seed: torch seed of the agent's own initial weights (index layer, perception, motor, source tags).
         action_space, observation_space: accepted from the CLI and unused.
@@ -110,7 +114,7 @@ class WorkspaceAgent(LearnedAgent):
                  answer_cycles: int | None = None, time: bool = True, memory_cue: str = "conscious",
                  bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
-                 action_space=None, observation_space=None):
+                 compile: bool = False, action_space=None, observation_space=None):
         if vocab is None and agent_vocab is None:
             raise ValueError("WorkspaceAgent needs a fact-stream env (one with a vocab, e.g. env=story_qa); "
                              "this env has none")
@@ -129,7 +133,10 @@ class WorkspaceAgent(LearnedAgent):
                 raise ValueError(f"memory {m.source!r} has dim {m.dim} but the agent's dim is {dim}")
         if isinstance(bptt_steps, bool) or not isinstance(bptt_steps, int) or bptt_steps < 1:
             raise ValueError(f"bptt_steps={bptt_steps!r} is out of range; allowed: integer >= 1")
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile={compile!r} is not allowed; allowed: true or false")
         self.dim, self.cycles_per_step, self.bptt_steps = dim, cycles_per_step, bptt_steps
+        self.compile, self._compiled_cycle = compile, None
         self.answer_cycles = cycles_per_step if answer_cycles is None else answer_cycles
         # (step, cycle) pairs whose broadcast is suppressed when acting (the counterfactual of cogarch.inspect)
         self.suppress: set[tuple[int, int]] = set()
@@ -189,7 +196,7 @@ class WorkspaceAgent(LearnedAgent):
             off = None
             if self.suppress:  # the rows whose (step, cycle) is suppressed
                 off = torch.tensor([(s, c) in self.suppress for s in steps.tolist()])
-            new, out = self.workspace.cycle(state, sensory, inplace=inplace and rows is None, suppress=off)
+            new, out = self._cycle()(state, sensory, inplace=inplace and rows is None, suppress=off)
             if rows is None:
                 state, logits = new, out.logits
                 aux = out.aux_loss if aux is None else aux + out.aux_loss
@@ -201,6 +208,14 @@ class WorkspaceAgent(LearnedAgent):
             active.append(rows)
         count = self.cycles_per_step if n_cycles is None else n_cycles.to(aux.dtype)
         return state, StepCycles(outs, active, logits, aux / count)
+
+    def _cycle(self):
+        """The workspace cycle to run: compiled (made on first use) when ``compile`` is on and autograd is off."""
+        if not self.compile or torch.is_grad_enabled():
+            return self.workspace.cycle
+        if self._compiled_cycle is None:
+            self._compiled_cycle = torch.compile(self.workspace.cycle)
+        return self._compiled_cycle
 
     def step_logits(self, state: AgentState, facts: Tensor, phase: Tensor, trace: bool = True,
                     text: Sequence[str] | None = None) -> tuple[Tensor, AgentState, list[CycleRecord]]:

@@ -7,7 +7,11 @@ sensory item per cycle, inference (under ``torch.inference_mode()``, which skips
 with ``Workspace.cycle(..., inplace=True)`` (memories write into the input state's tensors). A reference
 torch op timed in the same run (a 128x128 linear layer at the same batch) shows how much of the cycle is
 framework overhead. Batch 1 runs with one torch thread, the batched rows with ``BENCH_THREADS`` (default 2, the
-machine's cores); the table states each row's threads.
+machine's cores); the table states each row's threads. The last rows time the same cycle compiled by
+``torch.compile(ws.cycle, fullgraph=True)`` (one graph, in place; the compile itself, tens of seconds, is left
+out of the timing), beside the eager in-place cycle of the same workspace: it pays at a few streams, not at many
+(one cost at batch: its boundary refinement runs branch-free for every stream each cycle, where eager code
+refines only the streams that close an event).
 
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
 """
@@ -47,14 +51,15 @@ def workspace(long_term: str) -> Workspace:
 
 
 @torch.inference_mode()
-def cycles_per_s(ws: Workspace, batch: int, inplace: bool) -> float:
+def cycles_per_s(ws: Workspace, batch: int, inplace: bool, cycle=None) -> float:
+    cycle = ws.cycle if cycle is None else cycle
     state = ws.initial_state(batch)
     inputs = torch.randn(64, batch, 1, DIM)
-    for t in range(10):  # warm-up: fill slots, open events
-        state, _ = ws.cycle(state, inputs[t], inplace=inplace)
+    for t in range(10):  # warm-up: fill slots, open events (and compile, for a compiled cycle)
+        state, _ = cycle(state, inputs[t], inplace=inplace)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < SECONDS:
-        state, _ = ws.cycle(state, inputs[n % 64], inplace=inplace)
+        state, _ = cycle(state, inputs[n % 64], inplace=inplace)
         n += 1
     return n / (time.perf_counter() - start)
 
@@ -89,6 +94,20 @@ def main() -> str:
                 rate = cycles_per_s(ws, batch, inplace)
                 mode = "in-place" if inplace else "value"
                 lines.append(f"| {long_term} | {mode} | {batch} | {threads} | {rate:,.0f} | {rate * batch:,.0f} | {ref:,.0f} | {ref / rate:.0f} |")
+    lines += [
+        "",
+        "Compiled: `torch.compile(ws.cycle, fullgraph=True, dynamic=False)` (outer_product, in place) against the eager "
+        "in-place cycle of the same workspace, timed one after the other:\n",
+        "| batch | threads | eager cycles/s | compiled cycles/s | compiled item-cycles/s | compiled / eager |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    ws = workspace("outer_product")
+    compiled = torch.compile(ws.cycle, fullgraph=True, dynamic=False)
+    for batch in (1, 16, 64, 256):  # (one compile per batch size)
+        threads = THREADS.get(batch, BATCHED_THREADS)
+        torch.set_num_threads(threads)
+        eager, fast = cycles_per_s(ws, batch, True), cycles_per_s(ws, batch, True, compiled)
+        lines.append(f"| {batch} | {threads} | {eager:,.0f} | {fast:,.0f} | {fast * batch:,.0f} | {fast / eager:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     return text

@@ -94,7 +94,8 @@ class CycleOutput(NamedTuple):
     aux_loss: Tensor  # (B,) the same error with gradient to the predictor (for training)
     proposals: dict[str, dict[str, Tensor]]  # per memory: what its propose() reported
     receipts: dict[str, dict[str, Tensor]]  # per memory: what its receive() reported
-    poisoned: Tensor | None = None  # (B, N) bool: non-finite candidates dropped this cycle (None: there were none)
+    poisoned: Tensor | None = None  # (B, N) bool: non-finite candidates dropped this cycle (None: there were none;
+    # a compiled cycle always gives the mask)
 
 
 MEMORY_CUES = ("conscious", "conscious_and_sensory")  # Workspace(memory_cue=...): what memories are read with
@@ -265,7 +266,8 @@ class Workspace(nn.Module):
         # A poisoned proposal (NaN or inf, e.g. from a bad input or a diverged memory) is dropped before it can
         # win and is reported; zeroed, it cannot leak into the pooled state through a masked winner either.
         poisoned = None
-        if not bool(torch.isfinite(norm).all()):
+        # (a compiled cycle always takes the masked path: the test would be a host sync, a break in its graph)
+        if torch.compiler.is_compiling() or not bool(torch.isfinite(norm).all()):
             poisoned = ~torch.isfinite(norm)  # (B, N)
             candidates = torch.where(poisoned.unsqueeze(-1), 0.0, candidates)
             mask = mask & ~poisoned
@@ -304,12 +306,17 @@ class Workspace(nn.Module):
         """The source index (N,) and the source name of every candidate, given the sizes of the parts.
 
         The layout repeats from cycle to cycle, so the index tensor is built once per layout and device."""
+        if torch.compiler.is_compiling():  # a constant of the compiled graph (the mode test below breaks graphs)
+            return self._make_source_ids(sizes, device)
         # (tensors made under inference_mode may not enter autograd later, so that mode is part of the key)
         key = (sizes, device, torch.is_inference_mode_enabled())
         if key not in self._ids_cache:
-            ids = [i for i, size in enumerate(sizes) for _ in range(size)]
-            self._ids_cache[key] = (torch.tensor(ids, device=device), tuple(self.source_names[i] for i in ids))
+            self._ids_cache[key] = self._make_source_ids(sizes, device)
         return self._ids_cache[key]
+
+    def _make_source_ids(self, sizes: tuple[int, ...], device: torch.device) -> tuple[Tensor, tuple[str, ...]]:
+        ids = [i for i, size in enumerate(sizes) for _ in range(size)]
+        return torch.tensor(ids, device=device), tuple(self.source_names[i] for i in ids)
 
     @torch.no_grad()
     def records(self, out: CycleOutput, step: Tensor | Sequence[int], cycle: int,

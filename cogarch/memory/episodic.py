@@ -219,7 +219,10 @@ class EpisodicMemory(nn.Module):
         moved = None
         if self.refine:
             todo = boundary & ~hard & (state.prev_start >= 0)
-            if bool(todo.any()):
+            if torch.compiler.is_compiling():  # no host sync in a compiled graph: every row, writes masked by todo
+                rows = torch.arange(B, device=item.device)
+                event_ids, starts, moved, stats = self._refine_boundaries(state, rows, put, todo=todo)
+            elif bool(todo.any()):
                 event_ids, starts, moved, stats = self._refine_boundaries(state, todo.nonzero().squeeze(1), put)
         if moved is None:
             moved = torch.zeros(B, dtype=torch.long, device=item.device)
@@ -258,10 +261,15 @@ class EpisodicMemory(nn.Module):
             event_stats=stats, event_rows=event_rows)
         return new_state, {"boundary": boundary, "surprise": surprise, "moved": moved}
 
-    def _refine_boundaries(self, state: EpisodicState, rows: Tensor, put) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _refine_boundaries(self, state: EpisodicState, rows: Tensor, put,
+                           todo: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Move boundary b between events [a, b) and [b, t) to the modularity-maximising split, for the
         streams ``rows`` (R,) at once. Returns the new event ids (B, P), current starts (B,), moves (B,) and
         event table (B, M, d + 1) (the two events' rows recomputed); ``put`` is index_put or index_put_.
+
+        With ``todo`` (B,) bool, ``rows`` is every row (arange(B)) and only the rows where ``todo`` is True
+        change: the same results without tensors whose size depends on the data (no host sync), which is what
+        ``torch.compile`` can capture in one graph.
 
         The spans (a, t) differ in length (<= 2 * max_event_len items); each is padded with zero items to
         that length, which are isolated nodes of its graph and so change no modularity (split_modularity)."""
@@ -279,24 +287,37 @@ class EpisodicMemory(nn.Module):
         split = self._span_pos[None] + a[:, None]  # (R, 2L + 1) the boundary time of each split
         allowed = (split >= lo[:, None]) & (split <= hi[:, None])
         best = torch.where(allowed, q, float("-inf")).argmax(-1)  # first maximum among the allowed splits
-        q_b, q_best = q.gather(1, (b - a)[:, None]).squeeze(1), q.gather(1, best[:, None]).squeeze(1)
+        # (b - a is in [0, 2L] in a row that refines; the clamp keeps the other rows of a todo call in range)
+        q_b = q.gather(1, (b - a).clamp(0, 2 * L)[:, None]).squeeze(1)
+        q_best = q.gather(1, best[:, None]).squeeze(1)
         new_b = torch.where(q_b >= q_best - 1e-6, b, a + best)  # ties keep the surprise boundary
         new_b = torch.where(hi < lo, b, torch.where(hi == lo, lo, new_b))  # no room: keep b / the one split
+        if todo is not None:  # the rows without a closing event keep their boundary
+            new_b = torch.where(todo, new_b, b)
 
         cur = state.cur_event[rows, None]
         relabel = in_span & (new_b != b)[:, None]  # (R, 2L) span slots of the streams whose boundary moved
         ids = torch.where(split[:, :-1] < new_b[:, None], cur - 1, cur)  # (R, 2L)
-        event_ids = put(state.event_ids, (rows[:, None].expand_as(slots)[relabel], slots[relabel]), ids[relabel])
-        starts = state.cur_start.index_put((rows,), new_b)
-        moved = torch.zeros_like(state.cur_start).index_put((rows,), new_b - b)
+        scatter = Tensor.scatter_ if put is Tensor.index_put_ else Tensor.scatter  # (todo: rows = every row)
+        if todo is None:
+            event_ids = put(state.event_ids, (rows[:, None].expand_as(slots)[relabel], slots[relabel]), ids[relabel])
+            starts = state.cur_start.index_put((rows,), new_b)
+            moved = torch.zeros_like(state.cur_start).index_put((rows,), new_b - b)
+        else:  # a span's slots are distinct (P >= 2L), so the scatter writes each once
+            event_ids = scatter(state.event_ids, 1, slots, torch.where(relabel, ids, state.event_ids.gather(1, slots)))
+            starts, moved = new_b, new_b - b
         stats = state.event_stats
         if self.max_events:  # the table rows of events [a, new_b) and [new_b, t), recomputed from the span
             left = ids < cur  # (R, 2L) the span items of the earlier event (those past t are zero in raw)
             sums = torch.bmm(torch.stack([left, ~left], dim=1).to(raw.dtype), raw)  # (R, 2, d)
             counts = torch.stack([new_b - a, t - new_b], dim=1).to(raw.dtype)  # (R, 2)
             events = cur + self._offsets.new_tensor([-1, 0])  # (R, 2)
-            stats = put(stats, (rows[:, None].expand_as(events), events % self.max_events),
-                        torch.cat([sums, counts.unsqueeze(-1)], dim=-1))
+            table = torch.cat([sums, counts.unsqueeze(-1)], dim=-1)  # (R, 2, d + 1)
+            if todo is None:
+                stats = put(stats, (rows[:, None].expand_as(events), events % self.max_events), table)
+            else:  # the two rows of an event pair are distinct (M >= 2); other streams write back what they hold
+                at = (events % self.max_events).unsqueeze(-1).expand_as(table)
+                stats = scatter(stats, 1, at, torch.where(todo[:, None, None], table, stats.gather(1, at)))
         return event_ids, starts, moved, stats
 
     # ---------------------------------------------------------------- reading: similarity + contiguity

@@ -149,7 +149,9 @@ class OuterProductMemory(nn.Module):
         # (one stream, or streams that write alike: the common case) it is baddbmm's scalar beta; else the
         # faded copy is fresh and the products are added into it in place. (beta = 0 would skip M, not
         # multiply it: a non-finite M must stay non-finite, so a zero factor takes the second path.)
-        if B == 1:
+        if torch.compiler.is_compiling():  # no host sync in a compiled graph: the faded copy, always
+            fade = 0.0
+        elif B == 1:
             fade = float(f[0])
         else:  # one sync for both: the smallest and the largest factor
             lo, hi = torch.stack(torch.aminmax(f)).tolist() if B > 0 else (0.0, 1.0)

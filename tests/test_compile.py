@@ -1,0 +1,125 @@
+"""torch.compile(workspace.cycle, fullgraph=True): the default composition (working slots, outer-product long-term
+and EM-LLM episodic memory, a k-winner bottleneck) compiles into one graph with no host sync, and the compiled
+cycle gives the eager cycle's results.
+
+Inside a compiled graph the cycle takes branch-free paths where eager code tests a value first (non-finite
+candidates, a common fade factor, which streams refine a boundary): the first test checks those paths against
+the eager ones without compiling, the second compiles."""
+
+import shutil
+
+import pytest
+import torch
+
+from cogarch.bottleneck import Bottleneck
+from cogarch.memory.episodic import EpisodicMemory
+from cogarch.memory.long_term import OuterProductMemory
+from cogarch.memory.working import WorkingMemory
+from cogarch.workspace import MotorHead, Workspace
+
+D = 16
+
+
+def workspace():
+    torch.manual_seed(0)
+    memories = [WorkingMemory(D, slots=4), OuterProductMemory(D, capacity=8),
+                EpisodicMemory(D, capacity=16, window=8, gamma=0.5, max_event_len=6, recall="events", max_events=8)]
+    return Workspace(D, Bottleneck(D, k=3), MotorHead(D, 5), memories)
+
+
+def stream(B, T):
+    """Items that switch distribution every 5 cycles, so events close and their boundaries get refined."""
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(T // 5 + 1, B, 1, D, generator=g).repeat_interleave(5, 0)[:T]
+    return torch.randn(T, B, 1, D, generator=g) + 3 * centres
+
+
+def tensors(value):
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in tensors(v)]
+    if isinstance(value, tuple):
+        return [t for v in value for t in tensors(v)]
+    return []
+
+
+def run(ws, cycle, xs, inplace):
+    """Every cycle's output (logits, winners, receipts) and the last state, as lists of tensors."""
+    outs = []
+    with torch.inference_mode():
+        state = ws.initial_state(xs.shape[1])
+        for t, x in enumerate(xs):
+            if t == 2 * len(xs) // 3:  # a hard boundary: the next event has no earlier one to refine against
+                state = ws.end_episode(state)
+            state, out = cycle(state, x, inplace=inplace)
+            outs.append([out.logits, out.selection.winners, *tensors(out.receipts), *tensors(out.proposals)])
+        return outs, [t.clone() for t in tensors(state)]
+
+
+def assert_same(a, b):
+    (outs_a, state_a), (outs_b, state_b) = a, b
+    for x, y in zip(outs_a, outs_b):
+        assert len(x) == len(y)
+        for s, t in zip(x, y):
+            assert torch.allclose(s.float(), t.float(), atol=1e-4), (s, t)
+    for s, t in zip(state_a, state_b):
+        assert torch.allclose(s.float(), t.float(), atol=1e-4)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_the_branch_free_paths_equal_the_eager_ones(monkeypatch, inplace):
+    ws, xs = workspace(), stream(3, 40)
+    eager = run(ws, ws.cycle, xs, inplace)
+    moved = [o for step in eager[0] for o in step if o.dtype == torch.long and o.shape == (3,)]
+    assert any(bool((m != 0).any()) for m in moved), "the stream should make refinement move a boundary"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert_same(eager, run(ws, ws.cycle, xs, inplace))
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # torch's own, while compiling
+def test_a_compiled_cycle_is_one_graph_and_equals_the_eager_cycle():
+    ws, xs = workspace(), stream(2, 14)
+    eager = run(ws, ws.cycle, xs, inplace=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(ws.cycle, fullgraph=True, dynamic=False)  # fullgraph: a graph break raises
+    assert_same(eager, run(ws, compiled, xs, inplace=True))
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+def test_an_agent_built_with_compile_acts_through_the_compiled_cycle_with_the_same_logits():
+    from agents.workspace import WorkspaceAgent
+
+    vocab = ["<none>", "?"] + [f"w{i}" for i in range(10)]
+
+    def agent(compile):
+        torch.manual_seed(0)
+        return WorkspaceAgent(Bottleneck(D, k=2), dim=D, working=WorkingMemory(D, slots=3), vocab=vocab,
+                              compile=compile)
+
+    eager, compiled = agent(False), agent(True)
+    facts = torch.randint(0, len(vocab), (5, 2, 3), generator=torch.Generator().manual_seed(2))
+    phase = torch.tensor([0, 0, 0, 0, 1])
+    states = [a.initial_state(batch_size=2) for a in (eager, compiled)]
+    with torch.no_grad():
+        for t in range(5):
+            (le, states[0], _), (lc, states[1], _) = (a.step_logits(s, facts[t], phase[t].expand(2), trace=False)
+                                                      for a, s in zip((eager, compiled), states))
+            assert torch.allclose(le, lc, atol=1e-4)
+    assert compiled._compiled_cycle is not None and eager._compiled_cycle is None
+    with pytest.raises(ValueError, match="compile"):
+        WorkspaceAgent(Bottleneck(D, k=2), dim=D, vocab=vocab, compile="yes")
+
+
+def test_a_loaded_agent_takes_compile_as_how_it_acts():
+    from agents.checkpoint import load_agent
+
+    agent = load_agent("story_qa", compile=True)  # the shipped checkpoint; compiled on its first step
+    assert agent.compile and agent._compiled_cycle is None
+    assert not load_agent("story_qa").compile
+    with pytest.raises(ValueError, match="compile"):
+        load_agent("story_qa", compile="yes")
