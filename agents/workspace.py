@@ -102,7 +102,7 @@ class WorkspaceAgent(LearnedAgent):
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
         compile: act through ``torch.compile(workspace.cycle)`` (default False): the first steps wait for the
             compile (tens of seconds), later ones run faster for one or a few streams (``make bench``: about
-            twice the eager cycles/s at batch 1) and slower for many (num_envs in the tens and more); only
+            twice the eager cycles/s at batch 1) and slower for many (at batch 256); only
             without autograd (acting, evaluating), training stays eager. Needs a C++ compiler.
         checkpoint: a folder written by ``cogarch train`` (its ``model.safetensors``) to load.
         seed: torch seed of the agent's own initial weights (index layer, perception, motor, source tags).

@@ -9,7 +9,7 @@ torch op timed in the same run (a 128x128 linear layer at the same batch) shows 
 framework overhead. Batch 1 runs with one torch thread, the batched rows with ``BENCH_THREADS`` (default 2, the
 machine's cores); the table states each row's threads. The last rows time the same cycle compiled by
 ``torch.compile(ws.cycle, fullgraph=True)`` (one graph, in place; the compile itself, tens of seconds, is left
-out of the timing), beside the eager in-place cycle of the same workspace: it pays at a few streams, not at many
+out of the timing), beside the eager in-place cycle of the same workspace: it pays at a few streams, not at hundreds
 (one cost at batch: its boundary refinement runs branch-free for every stream each cycle, where eager code
 refines only the streams that close an event).
 
