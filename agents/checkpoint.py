@@ -75,7 +75,9 @@ def load_agent(path: str | Path | None = None, vocab=None, compile: bool = False
     agent = instantiate(agent_cfg, vocab=agent_vocab, agent_vocab=agent_vocab)
     agent.load(weights)
     if compile:
-        if not hasattr(agent, "_compiled_cycle"):
+        from agents.workspace import WorkspaceAgent
+
+        if not isinstance(agent, WorkspaceAgent):
             raise ValueError(f"compile=true applies to workspace agents; {run} holds a {type(agent).__name__}")
         agent.compile = True
     if vocab is not None:

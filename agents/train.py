@@ -186,7 +186,8 @@ def train(
     begin = time.perf_counter()
     sums = np.zeros(6)  # since the last log row: loss, aux, correct answers, answers, right episodes, updates
     done = start_update
-    bar = tqdm(range(start_update, start_update if spent else updates), desc="train", unit="upd", disable=not progress, dynamic_ncols=True,
+    last_update = start_update if spent else updates
+    bar = tqdm(range(start_update, last_update), desc="train", unit="upd", disable=not progress, dynamic_ncols=True,
                initial=start_update, total=updates)
     try:
         for update in bar:

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+from torch.utils._pytree import tree_leaves
 
 from cogarch.bottleneck import Bottleneck
 from cogarch.memory.episodic import EpisodicMemory
@@ -35,13 +36,8 @@ def stream(B, T):
 
 
 def tensors(value):
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in tensors(v)]
-    if isinstance(value, tuple):
-        return [t for v in value for t in tensors(v)]
-    return []
+    """The tensors in a state or output (named tuples, dicts, tuples), in a fixed order."""
+    return [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
 
 
 def run(ws, cycle, xs, inplace):
