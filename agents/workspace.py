@@ -97,8 +97,9 @@ class WorkspaceAgent(LearnedAgent):
             their state and logits while the asking rows think on).
         time: bind each fact to a code of its step (perception's time index, for recency); default True.
         memory_cue: what the memories are read with (``cogarch.workspace.Workspace``): ``"conscious"`` (the
-            previous cycle's conscious state) or ``"conscious_and_sensory"`` (plus this step's sensory items,
-            so a question cues its answer's retrieval in the cycle that reads it).
+            previous cycle's conscious state), ``"conscious_and_sensory"`` (plus this step's sensory items,
+            so a question cues its answer's retrieval in the cycle that reads it) or ``"sensory"`` (this step's
+            sensory items alone).
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
         compile: act through ``torch.compile(workspace.cycle)`` (default False): the first steps wait for the
             compile (tens of seconds), later ones run faster for one or a few streams (``make bench``: about

@@ -98,7 +98,7 @@ class CycleOutput(NamedTuple):
     # a compiled cycle always gives the mask)
 
 
-MEMORY_CUES = ("conscious", "conscious_and_sensory")  # Workspace(memory_cue=...): what memories are read with
+MEMORY_CUES = ("conscious", "conscious_and_sensory", "sensory")  # Workspace(memory_cue=...): what memories are read with
 
 
 class MotorHead(nn.Module):
@@ -167,7 +167,9 @@ class Workspace(nn.Module):
     ``"conscious"`` (default), the previous cycle's conscious state, so what was just perceived is looked up
     in memory one cycle later (with a second cycle per step, or at the next step); ``"conscious_and_sensory"``,
     that state plus this cycle's sensory items (their mean, each term at RMS 1), so a question perceived this
-    cycle cues its own answer's retrieval in the same cycle.
+    cycle cues its own answer's retrieval in the same cycle; ``"sensory"``, this cycle's sensory items alone (their
+    mean at RMS 1): memory is cued bottom-up by what is perceived, unmixed with what was last conscious, as a memory
+    that decodes its cue into a triple (``long_term=spreading``) needs.
     """
 
     SENSORY = "sensory"
@@ -244,10 +246,11 @@ class Workspace(nn.Module):
             sensory_mask = torch.ones(B, n, dtype=torch.bool, device=sensory.device)
         # 1. propose
         cue = state.conscious
-        if self.memory_cue == "conscious_and_sensory" and self.memories:
+        if self.memory_cue != "conscious" and self.memories:
             seen = sensory_mask.to(sensory.dtype).unsqueeze(-1)  # (B, n, 1)
             seen = (sensory * seen).sum(1) / seen.sum(1).clamp(min=1)  # (B, d) mean of the valid items
-            cue = F.rms_norm(cue + F.rms_norm(seen, (self.dim,), eps=1e-6), (self.dim,), eps=1e-6)
+            seen = F.rms_norm(seen, (self.dim,), eps=1e-6)
+            cue = seen if self.memory_cue == "sensory" else F.rms_norm(cue + seen, (self.dim,), eps=1e-6)
         parts, masks, proposals = [sensory], [sensory_mask], {}
         for memory in self.memories:
             cands, mask, info = memory.propose(state.memories[memory.source], cue)

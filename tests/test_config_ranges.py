@@ -47,6 +47,8 @@ BAD = {
     **{("cogarch/long_term/triple", k): v for k, v in {
         "dim": [0], "key_dim": [0, -1], "decay": [-0.1, 1.0, NAN], "capacity": [0, -5, NAN],
         "min_match": [-0.1, 1.0, NAN]}.items()},
+    **{("cogarch/long_term/spreading", k): v for k, v in {
+        "dim": [0], "capacity": [0, -5, NAN], "hops": [0, 2.5], "decay": [0.0, 1.0, NAN]}.items()},
     **{("cogarch/long_term/neural", k): v for k, v in {
         "dim": [0], "hidden": [0], "depth": [0], "chunk_size": [0], "lr": [-0.1, INF, NAN],
         "momentum": [-0.1, 1.5, NAN], "decay": [-0.1, 1.5, NAN], "max_norm": [0.0, -1.0, NAN]}.items()},

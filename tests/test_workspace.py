@@ -206,7 +206,7 @@ class CueSpy(Spy):
         return super().propose(state, query)
 
 
-@pytest.mark.parametrize("cue", ["conscious", "conscious_and_sensory"])
+@pytest.mark.parametrize("cue", ["conscious", "conscious_and_sensory", "sensory"])
 def test_memories_are_cued_by_the_conscious_state_or_also_by_what_was_just_perceived(cue):
     torch.manual_seed(0)
     spy = CueSpy("spy")
@@ -219,10 +219,13 @@ def test_memories_are_cued_by_the_conscious_state_or_also_by_what_was_just_perce
     ws.cycle(state, sensory, mask)
     query = spy.queries[-1]
     rms = lambda x: torch.nn.functional.rms_norm(x, (D,), eps=1e-6)  # noqa: E731
+    seen = torch.stack([sensory[0, :2].mean(0), sensory[1, 0]])  # the mean of the valid sensory items
     if cue == "conscious":
         assert torch.equal(query, state.conscious)
-    else:  # the conscious state plus the mean of the valid sensory items, each at RMS 1
-        seen = torch.stack([sensory[0, :2].mean(0), sensory[1, 0]])
+    elif cue == "sensory":  # that mean alone, at RMS 1
+        assert torch.allclose(query, rms(seen), atol=1e-5)
+        assert not torch.allclose(query, state.conscious)
+    else:  # the conscious state plus that mean, each at RMS 1
         assert torch.allclose(query, rms(state.conscious + rms(seen)), atol=1e-5)
         assert not torch.allclose(query, state.conscious)
 

@@ -1,0 +1,180 @@
+"""Spreading activation over a semantic network of the broadcast's facts: intersection search.
+
+Sources: Quillian, "Semantic memory" (1968) and Collins & Loftus, "A spreading-activation theory of semantic
+processing" (1975): concepts are nodes, facts are labelled links, and a question relating two concepts is
+answered by spreading activation from them through the links until the activations intersect; the path where
+they meet relates the two. Here activation spreads from the cue's target concepts backwards along the stored
+links, weakened by ``decay`` per link, and the memory proposes the stored fact that leads from the cue's
+subject toward a target by the strongest (hence shortest) path: "from v3, which edge leads toward v9?" recalls
+(v3, edge, v5) when v5 is on a shortest path from v3 to v9. Facts enter as SemanticMemory's do (Tensor Brain
+semantic decoding of each broadcast item through the agent's index layer, cogarch.memory.semantic).
+
+This is a built-in search: the spread itself has no parameters and is not learned. What an agent learns is
+to perceive facts so that they decode, to let the recalled fact win the workspace and to read its object.
+It is the workspace's ``long_term`` option ``spreading``.
+"""
+
+# B batch, k broadcast items, N stored links, C concepts, d model dim
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SpreadingMemory", "SpreadingState"]
+
+
+class SpreadingState(NamedTuple):
+    """The semantic network of one episode per stream (batch-first), a ring of links."""
+
+    links: Tensor  # (B, N, 3) long: (subject, predicate, object) concept ids of each stored fact; -1 = empty
+    count: Tensor  # (B,) long: facts written so far (the next one goes to row count % N)
+
+
+class SpreadingMemory(nn.Module):
+    """Facts as links between concepts; recall by intersection search from the cue's subject to its targets.
+
+    Inputs: ``propose(state, query (B, d))``; ``receive(state, broadcast (B, k, d), mask (B, k) | None)``.
+    Outputs: ``propose`` -> one candidate (B, 1, d): the role-bound code (``encode_triple``) of the stored fact
+    from the cue's subject whose object is nearest to a target, mask (B, 1) (a path exists), and ``{"next":
+    (B,) that object's concept id (-1 none), "distance": (B,) links from it to the nearest target (-1 none)}``;
+    ``receive`` -> new state and ``{"stored": (B,) facts written this cycle}``.
+    State: :class:`SpreadingState`; constant size (``capacity`` links per stream; the oldest is overwritten).
+
+    Propose: the cue (B, d) is decoded into a triple (s, p, o). The targets are its predicate and object
+    concepts (those that are real concepts other than s; a question "(v3, v9, ?)" has the one target v9). Each
+    target starts at activation 1; for ``hops`` rounds every link (u, r, w) passes ``decay * a(w)`` to u, a
+    node keeping the largest activation it receives (max, not sum: ``a(u) = decay ** distance(u -> nearest
+    target)``, so a node is ranked by its shortest path, not by how many paths it has). The spread stops early
+    once no activation changes. Of the stored links leaving s, the one whose object is most active is proposed
+    (ties: the one stored first); none when no object of s is active (no path within ``hops``).
+
+    Receive: every valid broadcast item is decoded into a triple; one whose subject and object are real concepts
+    (no ``skip`` concept: a question "(v3, v9, ?)" is not a link) and that is not stored yet is added. The
+    predicate is the link's label only: it is stored as decoded and the spread ignores it. Decoding and the links carry no gradient; the
+    proposed candidate does, through the index layer's embeddings (``encode_triple``).
+
+    Args:
+        dim: model dimension d, >= 1 (the index layer's).
+        capacity: links stored per stream, >= 1.
+        hops: the most links activation travels from a target, >= 1 (a path longer than this is not found).
+        decay: activation kept per link, in (0, 1).
+        persistent: if False (default), ``end_episode`` empties the network.
+        skip: concept names that are never linked nor searched from (the fact stream's ``<none>`` and ``?``).
+    """
+
+    source = "long_term"
+
+    def __init__(self, dim: int, capacity: int = 1024, hops: int = 64, decay: float = 0.5,
+                 persistent: bool = False, skip: Sequence[str] = ("<none>", "?")):
+        super().__init__()
+        for name, value in (("dim", dim), ("capacity", capacity), ("hops", hops)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is out of range; allowed: integer >= 1")
+        if not 0 < decay < 1:
+            raise ValueError(f"decay={decay!r} is out of range; allowed: 0 < decay < 1")
+        if not isinstance(persistent, bool):
+            raise ValueError(f"persistent={persistent!r} is not allowed; allowed: true or false")
+        self.dim, self.capacity, self.hops, self.decay = dim, capacity, hops, float(decay)
+        self.persistent, self.skip = persistent, tuple(skip)
+        self._index: tuple = ()  # the index layer, outside this module's parameters (the agent owns it)
+        self.register_buffer("skip_ids", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    # ------------------------------------------------------------------ wiring and state
+    def attach(self, index_layer: nn.Module) -> None:
+        """Decode and encode facts with ``index_layer`` (an :class:`~cogarch.index_layer.IndexLayer`)."""
+        if index_layer.dim != self.dim:
+            raise ValueError(f"the index layer has dim {index_layer.dim} but this memory has dim {self.dim}")
+        self._index = (index_layer,)
+        ids = [index_layer.vocab.index(name) for name in self.skip if name in index_layer.vocab]
+        self.skip_ids = torch.tensor(ids, dtype=torch.long, device=index_layer.embeddings.device)
+
+    @property
+    def index_layer(self) -> nn.Module:
+        if not self._index:
+            raise RuntimeError("SpreadingMemory needs an index layer: call attach(index_layer) first (the workspace "
+                               "agent does it when it is built)")
+        return self._index[0]
+
+    def initial_state(self, batch_size: int, device=None) -> SpreadingState:
+        links = torch.full((batch_size, self.capacity, 3), -1, dtype=torch.long, device=device)
+        return SpreadingState(links, torch.zeros(batch_size, dtype=torch.long, device=device))
+
+    def end_episode(self, state: SpreadingState) -> SpreadingState:
+        if self.persistent:
+            return state
+        return SpreadingState(torch.full_like(state.links, -1), torch.zeros_like(state.count))
+
+    def _decode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Concept ids (..., 3) of the triples in x (..., d), and whether each role is a real concept (..., 3)."""
+        ids, _ = self.index_layer.decode_triple(x.reshape(-1, self.dim))
+        ids = ids.view(*x.shape[:-1], 3)
+        return ids, ~torch.isin(ids, self.skip_ids)
+
+    # ------------------------------------------------------------------ write
+    def receive(self, state: SpreadingState, broadcast: Tensor, mask: Tensor | None = None,
+                inplace: bool = False) -> tuple[SpreadingState, dict]:
+        """Add the fact decoded from each valid broadcast item (B, k, d) that is not stored yet, in order."""
+        B, k, _ = broadcast.shape
+        with torch.no_grad():
+            ids, real = self._decode(broadcast.detach())  # (B, k, 3)
+            ok = real[..., 0] & real[..., 2]  # (B, k) a link needs two real ends; its label may be any concept
+            ok = ok if mask is None else ok & mask.bool()
+            links, count = state.links, state.count
+            stored = torch.zeros(B, dtype=torch.long, device=broadcast.device)
+            rows = torch.arange(B, device=broadcast.device)
+            for i in range(k):
+                fact = ids[:, i]  # (B, 3)
+                new = ok[:, i] & ~(links == fact[:, None]).all(-1).any(-1)  # (B,) valid and not stored yet
+                at = count % self.capacity
+                links = links.index_put((rows, at), torch.where(new[:, None], fact, links[rows, at]))
+                count = count + new
+                stored = stored + new
+        return SpreadingState(links, count), {"stored": stored}
+
+    # ------------------------------------------------------------------ read
+    def spread(self, state: SpreadingState, targets: Tensor) -> Tensor:
+        """Activation (B, C) of every concept after spreading from ``targets`` (B, C) bool backwards along the
+        links: ``decay ** (links from the concept to its nearest target)``, 0 when none is within ``hops``."""
+        links = state.links
+        valid = links[..., 0] >= 0  # (B, N)
+        src, dst = links[..., 0].clamp(min=0), links[..., 2].clamp(min=0)  # (B, N)
+        act = targets.float()
+        for _ in range(self.hops):
+            passed = act.gather(1, dst) * self.decay * valid  # (B, N) what each link passes to its subject
+            new = act.scatter_reduce(1, src, passed, reduce="amax")
+            if torch.equal(new, act):
+                break
+            act = new
+        return act
+
+    def propose(self, state: SpreadingState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """Decode the cue (B, d) and recall the fact leading from its subject toward its targets (B, 1, d)."""
+        layer = self.index_layer
+        B, C = query.shape[0], layer.num_concepts
+        with torch.no_grad():
+            ids, real = self._decode(query.detach())  # (B, 3)
+            subject = ids[:, 0]
+            aim = real[:, 1:] & (ids[:, 1:] != subject[:, None]) & real[:, :1]  # (B, 2) target roles
+            targets = torch.zeros(B, C, dtype=torch.bool, device=query.device)
+            targets.scatter_(1, ids[:, 1:], aim)  # (an unused role writes False over nothing)
+            targets = targets & aim.any(-1, keepdim=True)
+            act = self.spread(state, targets)  # (B, C)
+            links = state.links
+            leaves = (links[..., 0] == subject[:, None]) & (links[..., 0] >= 0)  # (B, N) links out of the subject
+            score = act.gather(1, links[..., 2].clamp(min=0))  # (B, N) the activation of each link's object
+            score = torch.where(leaves, score, 0.0)
+            best_score, best = score.max(-1)  # (B,) ties: the link stored first
+            found = best_score > 0
+            fact = links.gather(1, best[:, None, None].expand(B, 1, 3)).squeeze(1).clamp(min=0)  # (B, 3)
+            best_act = act.gather(1, fact[:, 2:]).squeeze(1).clamp(min=1e-30)
+            distance = torch.where(found, (best_act.log() / torch.log(torch.tensor(self.decay))).round().long(), -1)
+            nxt = torch.where(found, fact[:, 2], -1)
+        candidate = layer.encode_triple(fact) * found[:, None].to(layer.embeddings.dtype)  # (B, d)
+        return candidate.unsqueeze(1), found.unsqueeze(1), {"next": nxt, "distance": distance}
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, capacity={self.capacity}, hops={self.hops}, decay={self.decay}"
