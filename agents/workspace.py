@@ -98,8 +98,8 @@ class WorkspaceAgent(LearnedAgent):
         time: bind each fact to a code of its step (perception's time index, for recency); default True.
         memory_cue: what the memories are read with (``cogarch.workspace.Workspace``): ``"conscious"`` (the
             previous cycle's conscious state), ``"conscious_and_sensory"`` (plus this step's sensory items,
-            so a question cues its answer's retrieval in the cycle that reads it) or ``"sensory"`` (this step's
-            sensory items alone).
+            so a question cues its answer's retrieval in the cycle that reads it), ``"sensory"`` (this step's
+            sensory items alone) or ``"projected"`` (the two, each through its own learned map).
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
         compile: act through ``torch.compile(workspace.cycle)`` (default False): the first steps wait for the
             compile (tens of seconds), later ones run faster for one or a few streams (``make bench``: about

@@ -98,7 +98,7 @@ class CycleOutput(NamedTuple):
     # a compiled cycle always gives the mask)
 
 
-MEMORY_CUES = ("conscious", "conscious_and_sensory", "sensory")  # Workspace(memory_cue=...): what memories are read with
+MEMORY_CUES = ("conscious", "conscious_and_sensory", "sensory", "projected")  # Workspace(memory_cue=...): what memories are read with
 
 
 class MotorHead(nn.Module):
@@ -169,7 +169,10 @@ class Workspace(nn.Module):
     that state plus this cycle's sensory items (their mean, each term at RMS 1), so a question perceived this
     cycle cues its own answer's retrieval in the same cycle; ``"sensory"``, this cycle's sensory items alone (their
     mean at RMS 1): memory is cued bottom-up by what is perceived, unmixed with what was last conscious, as a memory
-    that decodes its cue into a triple (``long_term=spreading``) needs.
+    that decodes its cue into a triple (``long_term=spreading``) needs; ``"projected"``, as
+    ``"conscious_and_sensory"`` but each term through its own learned d x d map first (identity at init, so it
+    starts as that cue): the cue can take a different part of each, e.g. the object of the fact last broadcast as
+    the subject of the question now perceived ("What colour is it?" after "What is the man riding?").
     """
 
     SENSORY = "sensory"
@@ -180,6 +183,10 @@ class Workspace(nn.Module):
         if memory_cue not in MEMORY_CUES:
             raise ValueError(f"memory_cue={memory_cue!r} is not one of {MEMORY_CUES}")
         self.memory_cue = memory_cue
+        if memory_cue == "projected":  # the two terms' maps, identity at init
+            self.cue_conscious, self.cue_sensory = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+            nn.init.eye_(self.cue_conscious.weight)
+            nn.init.eye_(self.cue_sensory.weight)
         names = [m.source for m in memories]
         if len(set(names)) != len(names) or self.SENSORY in names:
             raise ValueError(f"memory sources must be distinct and not {self.SENSORY!r}; got {names}")
@@ -250,6 +257,8 @@ class Workspace(nn.Module):
             seen = sensory_mask.to(sensory.dtype).unsqueeze(-1)  # (B, n, 1)
             seen = (sensory * seen).sum(1) / seen.sum(1).clamp(min=1)  # (B, d) mean of the valid items
             seen = F.rms_norm(seen, (self.dim,), eps=1e-6)
+            if self.memory_cue == "projected":
+                cue, seen = F.linear(cue, self.cue_conscious.weight), F.linear(seen, self.cue_sensory.weight)
             cue = seen if self.memory_cue == "sensory" else F.rms_norm(cue + seen, (self.dim,), eps=1e-6)
         parts, masks, proposals = [sensory], [sensory_mask], {}
         for memory in self.memories:

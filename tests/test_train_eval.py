@@ -119,7 +119,8 @@ def test_corrupt_checkpoint_names_the_file(trained, tmp_path):
         load_agent(broken)
 
 
-@pytest.mark.parametrize("overrides", [[], ["agent.answer_cycles=3"]])
+@pytest.mark.parametrize("overrides", [[], ["agent.answer_cycles=3"],
+                                       ["cogarch/long_term@agent.long_term=spreading", "agent.memory_cue=sensory"]])
 def test_workspace_agent_teacher_forced_equals_step_by_step(overrides):
     """The batch's rows are at different phases at some steps: with answer_cycles, the asking rows think on
     while the others keep their state, so every row still equals its own run at batch 1."""
@@ -156,6 +157,7 @@ def test_answer_cycles_think_longer_only_where_a_question_is_asked():
 
 @pytest.mark.parametrize("overrides", [
     ["cogarch/long_term@agent.long_term=none"], ["cogarch/long_term@agent.long_term=neural"],
+    ["cogarch/long_term@agent.long_term=spreading", "agent.memory_cue=sensory"],
     ["cogarch/episodic@agent.episodic=none"], ["cogarch/working@agent.working=none"],
     ["cogarch/bottleneck@agent.bottleneck=all"], ["agent.cycles_per_step=1"],
 ])

@@ -206,7 +206,7 @@ class CueSpy(Spy):
         return super().propose(state, query)
 
 
-@pytest.mark.parametrize("cue", ["conscious", "conscious_and_sensory", "sensory"])
+@pytest.mark.parametrize("cue", ["conscious", "conscious_and_sensory", "sensory", "projected"])
 def test_memories_are_cued_by_the_conscious_state_or_also_by_what_was_just_perceived(cue):
     torch.manual_seed(0)
     spy = CueSpy("spy")
@@ -225,9 +225,26 @@ def test_memories_are_cued_by_the_conscious_state_or_also_by_what_was_just_perce
     elif cue == "sensory":  # that mean alone, at RMS 1
         assert torch.allclose(query, rms(seen), atol=1e-5)
         assert not torch.allclose(query, state.conscious)
-    else:  # the conscious state plus that mean, each at RMS 1
+    else:  # the conscious state plus that mean, each at RMS 1 ("projected": each through a map, identity at init)
         assert torch.allclose(query, rms(state.conscious + rms(seen)), atol=1e-5)
         assert not torch.allclose(query, state.conscious)
+
+
+def test_the_projected_cue_maps_each_term_by_its_own_learned_weights():
+    torch.manual_seed(0)
+    spy = CueSpy("spy")
+    spy.queries = []
+    ws = Workspace(D, Bottleneck(D, k=1), MotorHead(D, 7), [spy], memory_cue="projected")
+    with torch.no_grad():
+        ws.cue_conscious.weight.copy_(torch.randn(D, D))
+    state = ws.initial_state(2)._replace(conscious=torch.randn(2, D))
+    sensory = torch.randn(2, 1, D)
+    _, out = ws.cycle(state, sensory)
+    rms = lambda x: torch.nn.functional.rms_norm(x, (D,), eps=1e-6)  # noqa: E731
+    want = rms(state.conscious @ ws.cue_conscious.weight.T + rms(sensory[:, 0]) @ ws.cue_sensory.weight.T)
+    assert torch.allclose(spy.queries[-1], want, atol=1e-5)
+    spy.queries[-1].square().sum().backward()  # the cue is in the graph: the maps learn
+    assert ws.cue_conscious.weight.grad.abs().sum() > 0 and ws.cue_sensory.weight.grad.abs().sum() > 0
 
 
 def test_an_unknown_memory_cue_is_refused():
