@@ -18,10 +18,12 @@ It is the workspace's ``long_term`` option ``spreading``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["SpreadingMemory", "SpreadingState"]
@@ -50,7 +52,7 @@ class SpreadingMemory(nn.Module):
     node keeping the largest activation it receives (max, not sum: ``a(u) = decay ** distance(u -> nearest
     target)``, so a node is ranked by its shortest path, not by how many paths it has). The spread stops early
     once no activation changes. Of the stored links leaving s, the one whose object is most active is proposed
-    (ties: the one stored first); none when no object of s is active (no path within ``hops``).
+    (ties: the one in the first row of the ring); none when no object of s is active (no path within ``hops``).
 
     Receive: every valid broadcast item is decoded into a triple; one whose subject and object are real concepts
     (no ``skip`` concept: a question "(v3, v9, ?)" is not a link) and that is not stored yet is added. The
@@ -159,19 +161,17 @@ class SpreadingMemory(nn.Module):
             ids, real = self._decode(query.detach())  # (B, 3)
             subject = ids[:, 0]
             aim = real[:, 1:] & (ids[:, 1:] != subject[:, None]) & real[:, :1]  # (B, 2) target roles
-            targets = torch.zeros(B, C, dtype=torch.bool, device=query.device)
-            targets.scatter_(1, ids[:, 1:], aim)  # (an unused role writes False over nothing)
-            targets = targets & aim.any(-1, keepdim=True)
+            targets = (F.one_hot(ids[:, 1:], C).bool() & aim.unsqueeze(-1)).any(1)  # (B, C)
             act = self.spread(state, targets)  # (B, C)
             links = state.links
             leaves = (links[..., 0] == subject[:, None]) & (links[..., 0] >= 0)  # (B, N) links out of the subject
             score = act.gather(1, links[..., 2].clamp(min=0))  # (B, N) the activation of each link's object
             score = torch.where(leaves, score, 0.0)
-            best_score, best = score.max(-1)  # (B,) ties: the link stored first
+            best_score, best = score.max(-1)  # (B,) ties: the first row of the ring
             found = best_score > 0
             fact = links.gather(1, best[:, None, None].expand(B, 1, 3)).squeeze(1).clamp(min=0)  # (B, 3)
             best_act = act.gather(1, fact[:, 2:]).squeeze(1).clamp(min=1e-30)
-            distance = torch.where(found, (best_act.log() / torch.log(torch.tensor(self.decay))).round().long(), -1)
+            distance = torch.where(found, (best_act.log() / math.log(self.decay)).round().long(), -1)
             nxt = torch.where(found, fact[:, 2], -1)
         candidate = layer.encode_triple(fact) * found[:, None].to(layer.embeddings.dtype)  # (B, d)
         return candidate.unsqueeze(1), found.unsqueeze(1), {"next": nxt, "distance": distance}
