@@ -98,7 +98,8 @@ class CycleOutput(NamedTuple):
     # a compiled cycle always gives the mask)
 
 
-MEMORY_CUES = ("conscious", "conscious_and_sensory", "sensory", "projected")  # Workspace(memory_cue=...): what memories are read with
+# Workspace(memory_cue=...): what memories are read with
+MEMORY_CUES = ("conscious", "conscious_and_sensory", "sensory", "projected")
 
 
 class MotorHead(nn.Module):

@@ -56,8 +56,8 @@ class SpreadingMemory(nn.Module):
 
     Receive: every valid broadcast item is decoded into a triple; one whose subject and object are real concepts
     (no ``skip`` concept: a question "(v3, v9, ?)" is not a link) and that is not stored yet is added. The
-    predicate is the link's label only: it is stored as decoded and the spread ignores it. Decoding and the links carry no gradient; the
-    proposed candidate does, through the index layer's embeddings (``encode_triple``).
+    predicate is the link's label only: it is stored as decoded and the spread ignores it. Decoding and the links
+    carry no gradient; the proposed candidate does, through the index layer's embeddings (``encode_triple``).
 
     Args:
         dim: model dimension d, >= 1 (the index layer's).
