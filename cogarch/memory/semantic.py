@@ -26,10 +26,45 @@ from torch import Tensor, nn
 
 from cogarch.memory.long_term import TripleMemory, TripleState
 
-__all__ = ["SemanticMemory"]
+__all__ = ["DecodingMemory", "SemanticMemory"]
 
 
-class SemanticMemory(nn.Module):
+class DecodingMemory(nn.Module):
+    """Base of the memories that decode the broadcast into concept triples through the agent's index layer.
+
+    Holds the wiring both need: ``attach(index_layer)`` (the agent calls it), the ``index_layer`` property
+    (an error naming the class until attached), the ids of the ``skip`` concepts, and ``_decode``.
+    Subclasses call ``_init_decoding(dim, skip)`` in their ``__init__``.
+    """
+
+    def _init_decoding(self, dim: int, skip: Sequence[str]) -> None:
+        self.dim, self.skip = dim, tuple(skip)
+        self._index: tuple = ()  # the index layer, outside this module's parameters (the agent owns it)
+        self.register_buffer("skip_ids", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def attach(self, index_layer: nn.Module) -> None:
+        """Decode and encode triples with ``index_layer`` (an :class:`~cogarch.index_layer.IndexLayer`)."""
+        if index_layer.dim != self.dim:
+            raise ValueError(f"the index layer has dim {index_layer.dim} but this memory has dim {self.dim}")
+        self._index = (index_layer,)
+        ids = [index_layer.vocab.index(name) for name in self.skip if name in index_layer.vocab]
+        self.skip_ids = torch.tensor(ids, dtype=torch.long, device=index_layer.embeddings.device)
+
+    @property
+    def index_layer(self) -> nn.Module:
+        if not self._index:
+            raise RuntimeError(f"{type(self).__name__} needs an index layer: call attach(index_layer) first (the "
+                               "workspace agent does it when it is built)")
+        return self._index[0]
+
+    def _decode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Concept ids (..., 3) of the triples in x (..., d), and whether each role is a real concept (..., 3)."""
+        ids, _ = self.index_layer.decode_triple(x.reshape(-1, self.dim))
+        ids = ids.view(*x.shape[:-1], 3)
+        return ids, ~torch.isin(ids, self.skip_ids)
+
+
+class SemanticMemory(DecodingMemory):
     """Triples decoded from the broadcast, stored in a 3-way tensor store, completed from two roles.
 
     Inputs: ``propose(state, query (B, d))``; ``receive(state, broadcast (B, k, d), mask (B, k) | None)``.
@@ -62,38 +97,14 @@ class SemanticMemory(nn.Module):
         if not 0 <= min_match < 1:
             raise ValueError(f"min_match must be in [0, 1), got {min_match}")
         self.store = TripleMemory(dim, key_dim=key_dim, decay=decay, capacity=capacity, persistent=persistent)
-        self.dim, self.min_match, self.skip = dim, float(min_match), tuple(skip)
-        self._index: tuple = ()  # the index layer, outside this module's parameters (the agent owns it)
-        self.register_buffer("skip_ids", torch.zeros(0, dtype=torch.long), persistent=False)
-
-    def attach(self, index_layer: nn.Module) -> None:
-        """Decode and encode triples with ``index_layer`` (an :class:`~cogarch.index_layer.IndexLayer`)."""
-        if index_layer.dim != self.dim:
-            raise ValueError(f"the index layer has dim {index_layer.dim} but this memory has dim {self.dim}")
-        self._index = (index_layer,)
-        ids = [index_layer.vocab.index(name) for name in self.skip if name in index_layer.vocab]
-        self.skip_ids = torch.tensor(ids, dtype=torch.long, device=index_layer.embeddings.device)
-
-    @property
-    def index_layer(self) -> nn.Module:
-        if not self._index:
-            raise RuntimeError("SemanticMemory needs an index layer: call attach(index_layer) first (the workspace "
-                               "agent does it when it is built)")
-        return self._index[0]
+        self._init_decoding(dim, skip)
+        self.min_match = float(min_match)
 
     def initial_state(self, batch_size: int, device=None) -> TripleState:
         return self.store.initial_state(batch_size, device=device)
 
     def end_episode(self, state: TripleState) -> TripleState:
         return self.store.end_episode(state)
-
-    def _decode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Concept ids (..., 3) of the triples in x (..., d), and whether each role is a real concept (..., 3)."""
-        shape = x.shape[:-1]
-        ids, _ = self.index_layer.decode_triple(x.reshape(-1, self.dim))
-        ids = ids.view(*shape, 3)
-        real = ~torch.isin(ids, self.skip_ids)
-        return ids, real
 
     def receive(self, state: TripleState, broadcast: Tensor, mask: Tensor | None = None,
                 inplace: bool = False) -> tuple[TripleState, dict]:

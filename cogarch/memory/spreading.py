@@ -24,7 +24,9 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from cogarch.memory.semantic import DecodingMemory
 
 __all__ = ["SpreadingMemory", "SpreadingState"]
 
@@ -36,7 +38,7 @@ class SpreadingState(NamedTuple):
     count: Tensor  # (B,) long: facts written so far (the next one goes to row count % N)
 
 
-class SpreadingMemory(nn.Module):
+class SpreadingMemory(DecodingMemory):
     """Facts as links between concepts; recall by intersection search from the cue's subject to its targets.
 
     Inputs: ``propose(state, query (B, d))``; ``receive(state, broadcast (B, k, d), mask (B, k) | None)``.
@@ -80,27 +82,10 @@ class SpreadingMemory(nn.Module):
             raise ValueError(f"decay={decay!r} is out of range; allowed: 0 < decay < 1")
         if not isinstance(persistent, bool):
             raise ValueError(f"persistent={persistent!r} is not allowed; allowed: true or false")
-        self.dim, self.capacity, self.hops, self.decay = dim, capacity, hops, float(decay)
-        self.persistent, self.skip = persistent, tuple(skip)
-        self._index: tuple = ()  # the index layer, outside this module's parameters (the agent owns it)
-        self.register_buffer("skip_ids", torch.zeros(0, dtype=torch.long), persistent=False)
+        self._init_decoding(dim, skip)
+        self.capacity, self.hops, self.decay, self.persistent = capacity, hops, float(decay), persistent
 
-    # ------------------------------------------------------------------ wiring and state
-    def attach(self, index_layer: nn.Module) -> None:
-        """Decode and encode facts with ``index_layer`` (an :class:`~cogarch.index_layer.IndexLayer`)."""
-        if index_layer.dim != self.dim:
-            raise ValueError(f"the index layer has dim {index_layer.dim} but this memory has dim {self.dim}")
-        self._index = (index_layer,)
-        ids = [index_layer.vocab.index(name) for name in self.skip if name in index_layer.vocab]
-        self.skip_ids = torch.tensor(ids, dtype=torch.long, device=index_layer.embeddings.device)
-
-    @property
-    def index_layer(self) -> nn.Module:
-        if not self._index:
-            raise RuntimeError("SpreadingMemory needs an index layer: call attach(index_layer) first (the workspace "
-                               "agent does it when it is built)")
-        return self._index[0]
-
+    # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device=None) -> SpreadingState:
         links = torch.full((batch_size, self.capacity, 3), -1, dtype=torch.long, device=device)
         return SpreadingState(links, torch.zeros(batch_size, dtype=torch.long, device=device))
@@ -109,12 +94,6 @@ class SpreadingMemory(nn.Module):
         if self.persistent:
             return state
         return SpreadingState(torch.full_like(state.links, -1), torch.zeros_like(state.count))
-
-    def _decode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Concept ids (..., 3) of the triples in x (..., d), and whether each role is a real concept (..., 3)."""
-        ids, _ = self.index_layer.decode_triple(x.reshape(-1, self.dim))
-        ids = ids.view(*x.shape[:-1], 3)
-        return ids, ~torch.isin(ids, self.skip_ids)
 
     # ------------------------------------------------------------------ write
     def receive(self, state: SpreadingState, broadcast: Tensor, mask: Tensor | None = None,
@@ -170,8 +149,8 @@ class SpreadingMemory(nn.Module):
             best_score, best = score.max(-1)  # (B,) ties: the first row of the ring
             found = best_score > 0
             fact = links.gather(1, best[:, None, None].expand(B, 1, 3)).squeeze(1).clamp(min=0)  # (B, 3)
-            best_act = act.gather(1, fact[:, 2:]).squeeze(1).clamp(min=1e-30)
-            distance = torch.where(found, (best_act.log() / math.log(self.decay)).round().long(), -1)
+            # best_score = decay ** distance of the recalled link's object
+            distance = torch.where(found, (best_score.clamp(min=1e-30).log() / math.log(self.decay)).round().long(), -1)
             nxt = torch.where(found, fact[:, 2], -1)
         candidate = layer.encode_triple(fact) * found[:, None].to(layer.embeddings.dtype)  # (B, d)
         return candidate.unsqueeze(1), found.unsqueeze(1), {"next": nxt, "distance": distance}
