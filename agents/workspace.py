@@ -1,8 +1,8 @@
 """The global-workspace agent: perception, the index layer, memories, the bottleneck and a motor head, composed.
 
 Composition only: every part is a ``cogarch`` module chosen by a config group (configs/agent/workspace.yaml
-pulls ``cogarch/working``, ``cogarch/long_term``, ``cogarch/episodic``, ``cogarch/bottleneck``); an ablation
-is another option of a group (``agent/cogarch/long_term@agent.long_term=none``), not a flag here.
+pulls ``cogarch/working``, ``cogarch/long_term``, ``cogarch/episodic``, ``cogarch/relational``,
+``cogarch/bottleneck``); an ablation is another option of a group (``agent/cogarch/long_term@agent.long_term=none``), not a flag here.
 
 One env step (DESIGN.md, "one step of data"):
     facts (B, 3) -> perception (index-layer role binding)            sensory item (B, 1, d)
@@ -88,6 +88,8 @@ class WorkspaceAgent(LearnedAgent):
         dim: model width d (>= 1); the memory and bottleneck configs interpolate the same ``${dim}``.
         bottleneck: a :class:`cogarch.bottleneck.Bottleneck` (config group ``cogarch/bottleneck``).
         working, long_term, episodic: memory modules, or an empty node / None to leave one out.
+        relational: a relational module (``cogarch/relational``: ``relation_network``, a Relation Network over the
+            episode's objects), or an empty node / None (default) to leave it out.
         language: a :class:`cogarch.language.LanguageModule` (config group ``cogarch/language``), or None. With
             it, the text of each observation is a second sensory item: the frozen LM's pooled sentence vector
             through its learned projection (the LM stays outside the checkpoint; only the projection is saved).
@@ -111,7 +113,7 @@ class WorkspaceAgent(LearnedAgent):
     """
 
     def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
-                 episodic: Any = None, language: Any = None, cycles_per_step: int = 1,
+                 episodic: Any = None, relational: Any = None, language: Any = None, cycles_per_step: int = 1,
                  answer_cycles: int | None = None, time: bool = True, memory_cue: str = "conscious",
                  bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
@@ -128,7 +130,7 @@ class WorkspaceAgent(LearnedAgent):
             raise ValueError(f"answer_cycles={answer_cycles!r} is out of range; allowed: integer >= 1 or null "
                              "(= cycles_per_step)")
         super().__init__(vocab, agent_vocab, seed)
-        memories = [m for m in (_part(working), _part(long_term), _part(episodic)) if m is not None]
+        memories = [m for m in map(_part, (working, long_term, episodic, relational)) if m is not None]
         for m in memories:
             if getattr(m, "dim", dim) != dim:
                 raise ValueError(f"memory {m.source!r} has dim {m.dim} but the agent's dim is {dim}")

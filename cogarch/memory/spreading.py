@@ -28,7 +28,7 @@ from torch import Tensor
 
 from cogarch.memory.semantic import DecodingMemory
 
-__all__ = ["SpreadingMemory", "SpreadingState"]
+__all__ = ["LinkMemory", "SpreadingMemory", "SpreadingState"]
 
 
 class SpreadingState(NamedTuple):
@@ -38,7 +38,59 @@ class SpreadingState(NamedTuple):
     count: Tensor  # (B,) long: facts written so far (the next one goes to row count % N)
 
 
-class SpreadingMemory(DecodingMemory):
+class LinkMemory(DecodingMemory):
+    """Base of the memories that keep an episode's facts as links between concepts (a semantic network).
+
+    Receive: every valid broadcast item is decoded into a triple (Tensor Brain semantic decoding through the
+    agent's index layer); one whose subject and object are real concepts (no ``skip`` concept: a question
+    "(v3, v9, ?)" is not a link) and that is not stored yet is added to a ring of ``capacity`` links. The
+    predicate is stored as decoded. Decoding and the links carry no gradient. Subclasses read the links in
+    ``propose``; they call ``_init_links(dim, capacity, persistent, skip)`` in their ``__init__``.
+    State: :class:`SpreadingState` ``(links (B, N, 3) long, count (B,) long)``; constant size.
+    """
+
+    def _init_links(self, dim: int, capacity: int, persistent: bool, skip: Sequence[str]) -> None:
+        for name, value in (("dim", dim), ("capacity", capacity)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is out of range; allowed: integer >= 1")
+        if not isinstance(persistent, bool):
+            raise ValueError(f"persistent={persistent!r} is not allowed; allowed: true or false")
+        self._init_decoding(dim, skip)
+        self.capacity, self.persistent = capacity, persistent
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self, batch_size: int, device=None) -> SpreadingState:
+        links = torch.full((batch_size, self.capacity, 3), -1, dtype=torch.long, device=device)
+        return SpreadingState(links, torch.zeros(batch_size, dtype=torch.long, device=device))
+
+    def end_episode(self, state: SpreadingState) -> SpreadingState:
+        if self.persistent:
+            return state
+        return SpreadingState(torch.full_like(state.links, -1), torch.zeros_like(state.count))
+
+    # ------------------------------------------------------------------ write
+    def receive(self, state: SpreadingState, broadcast: Tensor, mask: Tensor | None = None,
+                inplace: bool = False) -> tuple[SpreadingState, dict]:
+        """Add the fact decoded from each valid broadcast item (B, k, d) that is not stored yet, in order."""
+        B, k, _ = broadcast.shape
+        with torch.no_grad():
+            ids, real = self._decode(broadcast.detach())  # (B, k, 3)
+            ok = real[..., 0] & real[..., 2]  # (B, k) a link needs two real ends; its label may be any concept
+            ok = ok if mask is None else ok & mask.bool()
+            links, count = state.links, state.count
+            stored = torch.zeros(B, dtype=torch.long, device=broadcast.device)
+            rows = torch.arange(B, device=broadcast.device)
+            for i in range(k):
+                fact = ids[:, i]  # (B, 3)
+                new = ok[:, i] & ~(links == fact[:, None]).all(-1).any(-1)  # (B,) valid and not stored yet
+                at = count % self.capacity
+                links = links.index_put((rows, at), torch.where(new[:, None], fact, links[rows, at]))
+                count = count + new
+                stored = stored + new
+        return SpreadingState(links, count), {"stored": stored}
+
+
+class SpreadingMemory(LinkMemory):
     """Facts as links between concepts; recall by intersection search from the cue's subject to its targets.
 
     Inputs: ``propose(state, query (B, d))``; ``receive(state, broadcast (B, k, d), mask (B, k) | None)``.
@@ -75,46 +127,12 @@ class SpreadingMemory(DecodingMemory):
     def __init__(self, dim: int, capacity: int = 1024, hops: int = 64, decay: float = 0.5,
                  persistent: bool = False, skip: Sequence[str] = ("<none>", "?")):
         super().__init__()
-        for name, value in (("dim", dim), ("capacity", capacity), ("hops", hops)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is out of range; allowed: integer >= 1")
+        if isinstance(hops, bool) or not isinstance(hops, int) or hops < 1:
+            raise ValueError(f"hops={hops!r} is out of range; allowed: integer >= 1")
         if not 0 < decay < 1:
             raise ValueError(f"decay={decay!r} is out of range; allowed: 0 < decay < 1")
-        if not isinstance(persistent, bool):
-            raise ValueError(f"persistent={persistent!r} is not allowed; allowed: true or false")
-        self._init_decoding(dim, skip)
-        self.capacity, self.hops, self.decay, self.persistent = capacity, hops, float(decay), persistent
-
-    # ------------------------------------------------------------------ state
-    def initial_state(self, batch_size: int, device=None) -> SpreadingState:
-        links = torch.full((batch_size, self.capacity, 3), -1, dtype=torch.long, device=device)
-        return SpreadingState(links, torch.zeros(batch_size, dtype=torch.long, device=device))
-
-    def end_episode(self, state: SpreadingState) -> SpreadingState:
-        if self.persistent:
-            return state
-        return SpreadingState(torch.full_like(state.links, -1), torch.zeros_like(state.count))
-
-    # ------------------------------------------------------------------ write
-    def receive(self, state: SpreadingState, broadcast: Tensor, mask: Tensor | None = None,
-                inplace: bool = False) -> tuple[SpreadingState, dict]:
-        """Add the fact decoded from each valid broadcast item (B, k, d) that is not stored yet, in order."""
-        B, k, _ = broadcast.shape
-        with torch.no_grad():
-            ids, real = self._decode(broadcast.detach())  # (B, k, 3)
-            ok = real[..., 0] & real[..., 2]  # (B, k) a link needs two real ends; its label may be any concept
-            ok = ok if mask is None else ok & mask.bool()
-            links, count = state.links, state.count
-            stored = torch.zeros(B, dtype=torch.long, device=broadcast.device)
-            rows = torch.arange(B, device=broadcast.device)
-            for i in range(k):
-                fact = ids[:, i]  # (B, 3)
-                new = ok[:, i] & ~(links == fact[:, None]).all(-1).any(-1)  # (B,) valid and not stored yet
-                at = count % self.capacity
-                links = links.index_put((rows, at), torch.where(new[:, None], fact, links[rows, at]))
-                count = count + new
-                stored = stored + new
-        return SpreadingState(links, count), {"stored": stored}
+        self._init_links(dim, capacity, persistent, skip)
+        self.hops, self.decay = hops, float(decay)
 
     # ------------------------------------------------------------------ read
     def spread(self, state: SpreadingState, targets: Tensor) -> Tensor:
