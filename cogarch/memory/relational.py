@@ -43,8 +43,9 @@ class RelationalMemory(LinkMemory):
     :class:`~cogarch.memory.spreading.LinkMemory`: each decoded fact with real subject and object is stored once).
     Outputs: ``propose`` -> candidates (B, 2, d) = (attend, relate), mask (B, 2) (both valid when the cue's
     subject has a file and some other object has one), and ``{"target": (B,) the cue's subject id (-1 none),
-    "attended": (B,) the other object with the largest pair weight (-1 none), "pair_weights": (B, C) the pair
-    weights over the objects}``.
+    "attended": (B,) the other object with the largest pair weight (-1 none), "objects": (B, E) the concept
+    ids of the other objects (-1 padding; E = the most objects any stream holds), "pair_weights": (B, E) their
+    pair weights}``.
     State: :class:`~cogarch.memory.spreading.SpreadingState` (``capacity`` links per stream; constant size).
 
     Pairs: ``g([rms(o_t); rms(o_j); q])``, a two-layer ReLU MLP of width ``hidden``, for each object j != t
@@ -76,6 +77,8 @@ class RelationalMemory(LinkMemory):
         have one (B, C) bool. Differentiable w.r.t. the index layer's embeddings."""
         layer = self.index_layer
         links = state.links  # (B, N, 3)
+        if not torch.compiler.is_compiling() and links.shape[0] > 0:  # the ring fills from row 0: skip empty rows
+            links = links[:, : max(1, min(links.shape[1], int(state.count.max())))]
         B, N, _ = links.shape
         valid = links[..., 0] >= 0  # (B, N)
         codes = layer.encode_triple(links.clamp(min=0).view(-1, 3)).view(B, N, self.dim)
@@ -88,26 +91,32 @@ class RelationalMemory(LinkMemory):
 
     def propose(self, state: SpreadingState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
         """Decode the cue's subject (the target object) and relate it to every other object: (B, 2, d)."""
-        B, C = query.shape[0], self.index_layer.num_concepts
+        B = query.shape[0]
         with torch.no_grad():
             ids, real = self._decode(query.detach())  # (B, 3)
             target = ids[:, 0]  # (B,)
         files, has = self.files(state)  # (B, C, d), (B, C)
         rows = torch.arange(B, device=query.device)
-        others = has & (torch.arange(C, device=query.device) != target[:, None])  # (B, C)
-        found = real[:, 0] & has[rows, target] & others.any(-1)  # (B,)
-        unit_files = F.rms_norm(files, (self.dim,), eps=1e-6)  # (B, C, d)
-        pairs = torch.cat([repeat(unit_files[rows, target], "B d -> B C d", C=C), unit_files,
-                           repeat(query, "B d -> B C d", C=C)], dim=-1)  # (B, C, 3d)
-        h = self.g(pairs) * others.unsqueeze(-1).to(files.dtype)  # (B, C, h), zero for non-objects and t
-        scores = rearrange(self.pair_score(h), "B C 1 -> B C")
-        weights = torch.softmax(scores.masked_fill(~others, float("-inf")), dim=-1).nan_to_num(0.0)  # (B, C)
-        attend = einsum(weights, files, "B C, B C d -> B d")
+        found = real[:, 0] & has[rows, target]  # (B,) the cue's subject is an object
+        target_file = F.rms_norm(files[rows, target], (self.dim,), eps=1e-6)  # (B, d)
+        # the objects (E of them, the most any stream has): g runs on them, not on every concept
+        E = has.sum(-1).max() if torch.compiler.is_compiling() or B == 0 else max(1, int(has.sum(-1).max()))
+        objects = has.to(torch.int8).topk(E, dim=-1, sorted=False).indices  # (B, E) concept ids
+        others = has.gather(1, objects) & (objects != target[:, None]) & found[:, None]  # (B, E)
+        found = others.any(-1)  # (B,) and some other object exists
+        obj_files = files.gather(1, repeat(objects, "B E -> B E d", d=self.dim))  # (B, E, d)
+        pairs = torch.cat([repeat(target_file, "B d -> B E d", E=E), F.rms_norm(obj_files, (self.dim,), eps=1e-6),
+                           repeat(query, "B d -> B E d", E=E)], dim=-1)  # (B, E, 3d)
+        h = self.g(pairs) * others.unsqueeze(-1).to(files.dtype)  # (B, E, h), zero where no pair
+        scores = rearrange(self.pair_score(h), "B E 1 -> B E")
+        weights = torch.softmax(scores.masked_fill(~others, float("-inf")), dim=-1).nan_to_num(0.0)  # (B, E)
+        attend = einsum(weights, obj_files, "B E, B E d -> B d")
         relate = self.f(h.sum(1))  # (B, d)
         mask = repeat(found, "B -> B two", two=2)
         candidates = torch.stack([attend, relate], dim=1) * mask.unsqueeze(-1).to(files.dtype)  # (B, 2, d)
-        info = {"target": torch.where(found, target, -1),
-                "attended": torch.where(found, weights.argmax(-1), -1), "pair_weights": weights.detach()}
+        attended = objects.gather(1, weights.argmax(-1, keepdim=True)).squeeze(1)
+        info = {"target": torch.where(found, target, -1), "attended": torch.where(found, attended, -1),
+                "objects": torch.where(others, objects, -1), "pair_weights": weights.detach()}
         return candidates, mask, info
 
     def extra_repr(self) -> str:
