@@ -12,7 +12,8 @@ One cycle, for a batch of independent episodes:
    embedding of its source) and picks k winners; their pooled value is the new conscious state;
 3. broadcast: the k winners go to every memory's ``receive`` (working memory writes them competitively,
    long-term memory consolidates them, neural memory learns them at test time, episodic memory
-   observes them and may cut an event);
+   observes them and may cut an event); a memory with ``wants_perceived = True`` also gets
+   ``perceived`` (B, k) bool, which winners are perceptions (from the sensory buffer) rather than recalls;
 4. act: the motor head reads the conscious state, the broadcast and what memories offer for action
    (``motor_context``: working memory's slots) and gives action logits.
 
@@ -296,8 +297,12 @@ class Workspace(nn.Module):
             sent = sent & ~suppress[:, None]
         # 3. broadcast
         memories, receipts = {}, {}
+        perceived = None  # (B, k) bool: which winners came from the sensory buffer (memories that ask for it)
         for memory in self.memories:
             extra = {"inplace": True} if inplace and getattr(memory, "supports_inplace", False) else {}
+            if getattr(memory, "wants_perceived", False):
+                perceived = ids[sel.winners] == 0 if perceived is None else perceived  # source 0 is SENSORY
+                extra["perceived"] = perceived
             memories[memory.source], receipts[memory.source] = memory.receive(
                 state.memories[memory.source], broadcast, sent, **extra
             )

@@ -166,3 +166,31 @@ def test_in_the_workspace_agent_the_recalled_fact_names_a_useful_next_vertex_bef
             agent.act(obs, state, info)
             hits += recalled[-1] >= 0 and agent.env_map.action_to_env(recalled[-1]) in info["accepted_actions"]
     assert hits >= 29, hits  # (the experiment's dim 128: in dim 64 about one fact in 40 decodes wrongly)
+
+
+def test_receive_keeps_the_facts_of_a_reference_ring_with_repeats_within_and_across_cycles():
+    """The vectorised receive against a plain Python ring: a fact the ring held when the cycle began or that came
+    earlier in the cycle is not added again; new facts take the next rows in broadcast order and wrap."""
+    layer, memory = setup(dim=256, capacity=6)
+    gen = torch.Generator().manual_seed(3)
+    pool = torch.tensor([[V0 + a, 2, V0 + b] for a in range(4) for b in range(4) if a != b])  # 12 facts
+    state = memory.initial_state(3)
+    ring = [[] for _ in range(3)]  # the reference: (fact, row) in the order written
+    rows = [[None] * 6 for _ in range(3)]
+    for _ in range(12):
+        pick = torch.randint(0, 9, (3, 4), generator=gen)  # few distinct facts: repeats, and the ring wraps
+        facts = pool[pick]  # (3, 4, 3)
+        valid = torch.rand(3, 4, generator=gen) < 0.8
+        state, _ = memory.receive(state, layer.encode_triple(facts.view(-1, 3)).view(3, 4, -1), valid)
+        for b in range(3):
+            held, seen = list(rows[b]), set()  # what the ring held when the cycle began; this cycle's items
+            for i in range(4):
+                f = tuple(facts[b, i].tolist())
+                if valid[b, i] and f not in held and f not in seen:
+                    seen.add(f)
+                    rows[b][len(ring[b]) % 6] = f
+                    ring[b].append(f)
+    for b in range(3):
+        assert int(state.count[b]) == len(ring[b])
+        want = [list(f) if f is not None else [-1, -1, -1] for f in rows[b]]
+        assert state.links[b].tolist() == want

@@ -56,17 +56,19 @@ class RelationalMemory(LinkMemory):
         hidden: width h of g, >= 1.
         capacity: links stored per stream, >= 1 (the oldest is overwritten).
         persistent: if False (default), ``end_episode`` forgets the episode's facts.
+        perceived_only: if True (default), only broadcast items that came from perception are stored (a recalled
+            or composed item, e.g. this module's own ``attend`` candidate, can decode into a triple it is not).
         skip: concept names that are never stored nor made an object (the fact stream's ``<none>`` and ``?``).
     """
 
     source = "relational"
 
     def __init__(self, dim: int, hidden: int = 128, capacity: int = 256, persistent: bool = False,
-                 skip: Sequence[str] = ("<none>", "?")):
+                 perceived_only: bool = True, skip: Sequence[str] = ("<none>", "?")):
         super().__init__()
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden={hidden!r} is out of range; allowed: integer >= 1")
-        self._init_links(dim, capacity, persistent, skip)
+        self._init_links(dim, capacity, persistent, skip, perceived_only)
         self.hidden = hidden
         self.g = nn.Sequential(nn.Linear(3 * dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.pair_score = nn.Linear(hidden, 1)  # w: which pair answers
@@ -89,8 +91,11 @@ class RelationalMemory(LinkMemory):
         has = codes.new_zeros(B, layer.num_concepts).scatter_add(1, subject, valid.to(codes.dtype)) > 0
         return files, has
 
-    def propose(self, state: SpreadingState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
-        """Decode the cue's subject (the target object) and relate it to every other object: (B, 2, d)."""
+    def pairs(self, state: SpreadingState, query: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """g over the pairs (target, j): the cue's decoded subject t with every other object j (E of them, the
+        most objects any stream holds). Returns the other objects' concept ids (B, E) (-1 where none), their
+        pair weights softmax_j(w . g) (B, E) and g itself (B, E, h) (both differentiable; zero where no pair),
+        their files (B, E, d) and the target (B,) (-1 when the cue's subject has no file or is alone)."""
         B = query.shape[0]
         with torch.no_grad():
             ids, real = self._decode(query.detach())  # (B, 3)
@@ -99,24 +104,29 @@ class RelationalMemory(LinkMemory):
         rows = torch.arange(B, device=query.device)
         found = real[:, 0] & has[rows, target]  # (B,) the cue's subject is an object
         target_file = F.rms_norm(files[rows, target], (self.dim,), eps=1e-6)  # (B, d)
-        # the objects (E of them, the most any stream has): g runs on them, not on every concept
+        # g runs on the objects present, not on every concept
         E = has.sum(-1).max() if torch.compiler.is_compiling() or B == 0 else max(1, int(has.sum(-1).max()))
         objects = has.to(torch.int8).topk(E, dim=-1, sorted=False).indices  # (B, E) concept ids
         others = has.gather(1, objects) & (objects != target[:, None]) & found[:, None]  # (B, E)
-        found = others.any(-1)  # (B,) and some other object exists
         obj_files = files.gather(1, repeat(objects, "B E -> B E d", d=self.dim))  # (B, E, d)
         pairs = torch.cat([repeat(target_file, "B d -> B E d", E=E), F.rms_norm(obj_files, (self.dim,), eps=1e-6),
                            repeat(query, "B d -> B E d", E=E)], dim=-1)  # (B, E, 3d)
         h = self.g(pairs) * others.unsqueeze(-1).to(files.dtype)  # (B, E, h), zero where no pair
         scores = rearrange(self.pair_score(h), "B E 1 -> B E")
         weights = torch.softmax(scores.masked_fill(~others, float("-inf")), dim=-1).nan_to_num(0.0)  # (B, E)
+        target = torch.where(others.any(-1), target, -1)
+        return torch.where(others, objects, -1), weights, h, obj_files, target
+
+    def propose(self, state: SpreadingState, query: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """Relate the cue's subject (the target object) to every other object: candidates (attend, relate)."""
+        objects, weights, h, obj_files, target = self.pairs(state, query)
+        found = target >= 0  # (B,)
         attend = einsum(weights, obj_files, "B E, B E d -> B d")
         relate = self.f(h.sum(1))  # (B, d)
         mask = repeat(found, "B -> B two", two=2)
-        candidates = torch.stack([attend, relate], dim=1) * mask.unsqueeze(-1).to(files.dtype)  # (B, 2, d)
-        attended = objects.gather(1, weights.argmax(-1, keepdim=True)).squeeze(1)
-        info = {"target": torch.where(found, target, -1), "attended": torch.where(found, attended, -1),
-                "objects": torch.where(others, objects, -1), "pair_weights": weights.detach()}
+        candidates = torch.stack([attend, relate], dim=1) * mask.unsqueeze(-1).to(obj_files.dtype)  # (B, 2, d)
+        attended = torch.where(found, objects.gather(1, weights.argmax(-1, keepdim=True)).squeeze(1), -1)
+        info = {"target": target, "attended": attended, "objects": objects, "pair_weights": weights.detach()}
         return candidates, mask, info
 
     def extra_repr(self) -> str:

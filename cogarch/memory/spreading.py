@@ -43,20 +43,28 @@ class LinkMemory(DecodingMemory):
 
     Receive: every valid broadcast item is decoded into a triple (Tensor Brain semantic decoding through the
     agent's index layer); one whose subject and object are real concepts (no ``skip`` concept: a question
-    "(v3, v9, ?)" is not a link) and that is not stored yet is added to a ring of ``capacity`` links. The
+    "(v3, v9, ?)" is not a link) and that is not stored yet (the ring held it when the cycle began, or an earlier
+    item of the cycle is the same fact) is added, in broadcast order, to a ring of ``capacity`` links. The
     predicate is stored as decoded. Decoding and the links carry no gradient. Subclasses read the links in
     ``propose``; they call ``_init_links(dim, capacity, persistent, skip)`` in their ``__init__``.
     State: :class:`SpreadingState` ``(links (B, N, 3) long, count (B,) long)``; constant size.
     """
 
-    def _init_links(self, dim: int, capacity: int, persistent: bool, skip: Sequence[str]) -> None:
+    def _init_links(self, dim: int, capacity: int, persistent: bool, skip: Sequence[str],
+                    perceived_only: bool = False) -> None:
         for name, value in (("dim", dim), ("capacity", capacity)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} is out of range; allowed: integer >= 1")
         if not isinstance(persistent, bool):
             raise ValueError(f"persistent={persistent!r} is not allowed; allowed: true or false")
+        if not isinstance(perceived_only, bool):
+            raise ValueError(f"perceived_only={perceived_only!r} is not allowed; allowed: true or false")
         self._init_decoding(dim, skip)
         self.capacity, self.persistent = capacity, persistent
+        # store only what was perceived: the workspace then passes receive(..., perceived=) (which winners came
+        # from the sensory buffer), so a recalled or composed item that happens to decode into a triple is not
+        # stored as a fact
+        self.perceived_only = self.wants_perceived = perceived_only
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device=None) -> SpreadingState:
@@ -69,24 +77,41 @@ class LinkMemory(DecodingMemory):
         return SpreadingState(torch.full_like(state.links, -1), torch.zeros_like(state.count))
 
     # ------------------------------------------------------------------ write
+    @staticmethod
+    def _earlier(k: int, device) -> Tensor:
+        """(k, k) bool: [i, j] is True for j < i."""
+        return torch.ones(k, k, dtype=torch.bool, device=device).tril(-1)
+
     def receive(self, state: SpreadingState, broadcast: Tensor, mask: Tensor | None = None,
-                inplace: bool = False) -> tuple[SpreadingState, dict]:
-        """Add the fact decoded from each valid broadcast item (B, k, d) that is not stored yet, in order."""
+                inplace: bool = False, perceived: Tensor | None = None) -> tuple[SpreadingState, dict]:
+        """Add the fact decoded from each valid broadcast item (B, k, d) that is not stored yet, in order. With
+        ``perceived_only``, the items where ``perceived`` (B, k) bool is False are skipped (None: all count as
+        perceived, as when a caller hands the memory facts directly)."""
         B, k, _ = broadcast.shape
         with torch.no_grad():
             ids, real = self._decode(broadcast.detach())  # (B, k, 3)
             ok = real[..., 0] & real[..., 2]  # (B, k) a link needs two real ends; its label may be any concept
             ok = ok if mask is None else ok & mask.bool()
+            if self.perceived_only and perceived is not None:
+                ok = ok & perceived
             links, count = state.links, state.count
-            stored = torch.zeros(B, dtype=torch.long, device=broadcast.device)
-            rows = torch.arange(B, device=broadcast.device)
-            for i in range(k):
-                fact = ids[:, i]  # (B, 3)
-                new = ok[:, i] & ~(links == fact[:, None]).all(-1).any(-1)  # (B,) valid and not stored yet
-                at = count % self.capacity
-                links = links.index_put((rows, at), torch.where(new[:, None], fact, links[rows, at]))
-                count = count + new
-                stored = stored + new
+            # new: valid, not stored before this cycle and not equal to a valid item before it in this cycle
+            stored_before = (links.unsqueeze(1) == ids.unsqueeze(2)).all(-1).any(-1)  # (B, k)
+            same = (ids.unsqueeze(2) == ids.unsqueeze(1)).all(-1) & ok.unsqueeze(1)  # (B, k, k) [i, j]: j equals i
+            repeated = (same & self._earlier(k, ids.device)).any(-1)  # (B, k)
+            new = ok & ~stored_before & ~repeated
+            # the new facts take the next rows of the ring in order; the others write into a spare row, dropped
+            at = (count.unsqueeze(1) + new.cumsum(1) - new.long()) % self.capacity  # (B, k)
+            at = torch.where(new, at, self.capacity)
+            spare = torch.cat([links, links.new_full((B, 1, 3), -1)], dim=1)  # (B, N + 1, 3)
+            if k <= self.capacity:  # each new fact has its own row
+                links = spare.scatter(1, at.unsqueeze(-1).expand(B, k, 3), ids)[:, : self.capacity]
+            else:  # more new facts than rows: written one after another, the last ones kept
+                for i in range(k):
+                    spare = spare.scatter(1, at[:, i, None, None].expand(B, 1, 3), ids[:, i : i + 1])
+                links = spare[:, : self.capacity]
+            stored = new.sum(-1)  # (B,)
+            count = count + stored
         return SpreadingState(links, count), {"stored": stored}
 
 
@@ -119,19 +144,21 @@ class SpreadingMemory(LinkMemory):
         hops: the most links activation travels from a target, >= 1 (a path longer than this is not found).
         decay: activation kept per link, in (0, 1).
         persistent: if False (default), ``end_episode`` empties the network.
+        perceived_only: if True, only broadcast items that came from perception are linked (default False: every
+            broadcast item that decodes into a fact, a recalled one included, as in results/graph_search_scaling).
         skip: concept names that are never linked nor searched from (the fact stream's ``<none>`` and ``?``).
     """
 
     source = "long_term"
 
     def __init__(self, dim: int, capacity: int = 1024, hops: int = 64, decay: float = 0.5,
-                 persistent: bool = False, skip: Sequence[str] = ("<none>", "?")):
+                 persistent: bool = False, perceived_only: bool = False, skip: Sequence[str] = ("<none>", "?")):
         super().__init__()
         if isinstance(hops, bool) or not isinstance(hops, int) or hops < 1:
             raise ValueError(f"hops={hops!r} is out of range; allowed: integer >= 1")
         if not 0 < decay < 1:
             raise ValueError(f"decay={decay!r} is out of range; allowed: 0 < decay < 1")
-        self._init_links(dim, capacity, persistent, skip)
+        self._init_links(dim, capacity, persistent, skip, perceived_only)
         self.hops, self.decay = hops, float(decay)
 
     # ------------------------------------------------------------------ read
