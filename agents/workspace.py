@@ -20,11 +20,13 @@ Axes: B batch, T steps, d model dim, V the agent's vocabulary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import einops
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.data import StepBatch
@@ -102,6 +104,12 @@ class WorkspaceAgent(LearnedAgent):
             previous cycle's conscious state), ``"conscious_and_sensory"`` (plus this step's sensory items,
             so a question cues its answer's retrieval in the cycle that reads it), ``"sensory"`` (this step's
             sensory items alone) or ``"projected"`` (the two, each through its own learned map).
+        decode_loss: weight (finite, >= 0; default 0 = off) of a semantic-decoding loss added to the auxiliary loss
+            in training: each perceived fact item is decoded role by role by the index layer (Tensor Brain
+            semantic decoding, the true subject explained away before the predicate is read, and so on) and the
+            cross-entropy of each role against the fact's own concept is taken. It keeps what is perceived
+            decodable while the embeddings learn, which memories that decode the broadcast into triples
+            (``long_term=spreading|triple``, ``relational=relation_network``) rely on.
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
         compile: act through ``torch.compile(workspace.cycle)`` (default False): the first steps wait for the
             compile (tens of seconds), later ones run faster for one or a few streams (``make bench``: about
@@ -115,7 +123,7 @@ class WorkspaceAgent(LearnedAgent):
     def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
                  episodic: Any = None, relational: Any = None, language: Any = None, cycles_per_step: int = 1,
                  answer_cycles: int | None = None, time: bool = True, memory_cue: str = "conscious",
-                 bptt_steps: int = 32, vocab: Sequence[str] | None = None,
+                 decode_loss: float = 0.0, bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
                  compile: bool = False, action_space=None, observation_space=None):
         if vocab is None and agent_vocab is None:
@@ -134,6 +142,9 @@ class WorkspaceAgent(LearnedAgent):
         for m in memories:
             if getattr(m, "dim", dim) != dim:
                 raise ValueError(f"memory {m.source!r} has dim {m.dim} but the agent's dim is {dim}")
+        if isinstance(decode_loss, bool) or not isinstance(decode_loss, (int, float)) or not 0 <= decode_loss < math.inf:
+            raise ValueError(f"decode_loss={decode_loss!r} is out of range; allowed: finite and >= 0")
+        self.decode_loss = float(decode_loss)
         if isinstance(bptt_steps, bool) or not isinstance(bptt_steps, int) or bptt_steps < 1:
             raise ValueError(f"bptt_steps={bptt_steps!r} is out of range; allowed: integer >= 1")
         if not isinstance(compile, bool):
@@ -259,4 +270,19 @@ class WorkspaceAgent(LearnedAgent):
             aux.append(cycles.aux)  # (B,) the mean over each row's cycles
         valid = batch.mask.to(aux[0].dtype)  # (B, T)
         aux_loss = (torch.stack(aux, dim=1) * valid).sum() / valid.sum().clamp(min=1)
+        if self.decode_loss:
+            items = einops.rearrange(sensory[:, :, 0], "b t d -> (b t) d")  # the perceived fact items
+            per_item = self.semantic_decoding_loss(items, batch.facts.reshape(B * T, 3))  # (B T,)
+            aux_loss = aux_loss + self.decode_loss * (per_item * valid.flatten()).sum() / valid.sum().clamp(min=1)
         return torch.stack(logits, dim=1), aux_loss
+
+    def semantic_decoding_loss(self, items: Tensor, ids: Tensor) -> Tensor:
+        """Cross-entropy (N,) of decoding the fact items (N, d) into their own triples ids (N, 3), averaged over
+        the three roles: role r is read from the residual left after the true concepts of the roles before it
+        are explained away (teacher-forced semantic decoding, ``IndexLayer.decode_triple``'s order)."""
+        layer, residual, loss = self.index_layer, items, items.new_zeros(items.shape[0])
+        for role in range(3):
+            logits = layer.logits(layer.unbind(residual, role))  # (N, C)
+            loss = loss + F.cross_entropy(logits, ids[:, role], reduction="none")
+            residual = residual - layer.bind(layer.top_down(ids[:, role]), role)
+        return loss / 3

@@ -49,6 +49,8 @@ BAD = {
         "min_match": [-0.1, 1.0, NAN]}.items()},
     **{("cogarch/long_term/spreading", k): v for k, v in {
         "dim": [0], "capacity": [0, -5, NAN], "hops": [0, 2.5], "decay": [0.0, 1.0, NAN]}.items()},
+    **{("cogarch/relational/relation_network", k): v for k, v in {
+        "dim": [0], "hidden": [0, 2.5], "capacity": [0, -5, NAN]}.items()},
     **{("cogarch/long_term/neural", k): v for k, v in {
         "dim": [0], "hidden": [0], "depth": [0], "chunk_size": [0], "lr": [-0.1, INF, NAN],
         "momentum": [-0.1, 1.5, NAN], "decay": [-0.1, 1.5, NAN], "max_norm": [0.0, -1.0, NAN]}.items()},
@@ -58,7 +60,8 @@ BAD = {
     **{("cogarch/language/smollm2", k): v for k, v in {
         "dim": [0], "cache_size": [-1], "token_budget": [0], "prune": [0]}.items()},
     # agents
-    **{("agent/workspace", k): v for k, v in {"dim": [0, -1], "cycles_per_step": [0], "answer_cycles": [0, -2], "bptt_steps": [0]}.items()},
+    **{("agent/workspace", k): v for k, v in {"dim": [0, -1], "cycles_per_step": [0], "answer_cycles": [0, -2], "bptt_steps": [0],
+                                              "decode_loss": [-1.0, NAN, INF]}.items()},
     **{("agent/transformer", k): v for k, v in {
         "dim": [0, 6],  # 6: not a multiple of heads=4
         "layers": [0], "heads": [0, -1], "max_context": [0], "target_parameters": [0, -1]}.items()},

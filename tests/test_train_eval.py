@@ -120,7 +120,8 @@ def test_corrupt_checkpoint_names_the_file(trained, tmp_path):
 
 
 @pytest.mark.parametrize("overrides", [[], ["agent.answer_cycles=3"],
-                                       ["cogarch/long_term@agent.long_term=spreading", "agent.memory_cue=sensory"]])
+                                       ["cogarch/long_term@agent.long_term=spreading", "agent.memory_cue=sensory"],
+                                       ["cogarch/relational@agent.relational=relation_network"]])
 def test_workspace_agent_teacher_forced_equals_step_by_step(overrides):
     """The batch's rows are at different phases at some steps: with answer_cycles, the asking rows think on
     while the others keep their state, so every row still equals its own run at batch 1."""
@@ -160,6 +161,7 @@ def test_answer_cycles_think_longer_only_where_a_question_is_asked():
     ["cogarch/long_term@agent.long_term=spreading", "agent.memory_cue=sensory"],
     ["cogarch/episodic@agent.episodic=none"], ["cogarch/working@agent.working=none"],
     ["cogarch/bottleneck@agent.bottleneck=all"], ["agent.cycles_per_step=1"],
+    ["cogarch/relational@agent.relational=relation_network"],
 ])
 def test_ablations_compose_and_train_one_step(overrides):
     env = GraphSearchEnv(num_vertices=8)
@@ -318,3 +320,41 @@ def test_a_reused_run_folder_says_its_training_is_already_done(trained, tmp_path
     out = cogarch("train", "env=story_qa", "agent=workspace", *TINY, "train.updates=4", "eval_episodes=0",
                   f"hydra.run.dir={run}")
     assert "already holds a finished training run (update 4" in out and "last: {}" not in out
+
+
+def test_the_semantic_decoding_loss_makes_perceived_facts_decode_into_their_own_triples():
+    """agent.decode_loss: the loss is the teacher-forced decoding cross-entropy of each perceived fact, it enters
+    the auxiliary loss with its weight, and minimising it makes decode_triple return the facts perceived."""
+    env = StoryQAEnv(task=2)
+    agent = workspace_agent("agent.decode_loss=2.0", vocab=env.vocab)
+    vmap = VocabMap(agent.vocab, env.vocab)
+    batch = make_batch([collect_episode(env, s, vmap) for s in range(4)], len(agent.vocab))
+    B, T = batch.mask.shape
+    steps = torch.arange(T).expand(B, T).reshape(-1)
+    facts = batch.facts.reshape(B * T, 3)
+    valid = batch.mask.reshape(-1)
+
+    def items():
+        return agent.model.perception({"fact": facts, "step": steps})[:, 0]
+
+    def decoded_right():
+        with torch.no_grad():
+            ids, _ = agent.index_layer.decode_triple(items())
+        return (ids == facts).all(-1)[valid].float().mean().item()
+
+    with torch.no_grad():
+        _, aux_with = agent.episode_logits(batch)
+        agent.decode_loss = 0.0
+        _, aux_without = agent.episode_logits(batch)
+        agent.decode_loss = 2.0
+        per_item = agent.semantic_decoding_loss(items(), facts)
+    torch.testing.assert_close(aux_with - aux_without, 2.0 * per_item[valid].mean())
+    before = decoded_right()
+    assert before < 0.9  # dim 16: random embeddings decode many facts wrongly
+    opt = torch.optim.Adam(agent.index_layer.parameters(), lr=0.05)
+    for _ in range(100):
+        loss = agent.semantic_decoding_loss(items(), facts)[valid].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert decoded_right() == 1.0, before
