@@ -101,6 +101,9 @@ class LearnedAgent:
         allowed = torch.as_tensor(self.env_map.to_agent[2:])  # never <none> (0) or ? (1) as an answer
         best = allowed[logits[:, allowed].argmax(-1)].tolist()  # (B,) agent ids
         actions = [self.env_map.action_to_env(a) if ph else 0 for a, ph in zip(best, phase.tolist())]
+        if getattr(state, "last_action", None) is not None:  # an efference copy holds the action actually taken
+            taken = torch.tensor(best, dtype=torch.long, device=state.last_action.device)
+            state = state._replace(last_action=torch.where(phase.to(taken.device) == 1, taken, 0))
         B = len(actions)  # records come cycle by cycle, each cycle row by row (none without trace_cycles)
         rows = [[dataclasses.replace(rec, action=actions[b]) for rec in records[b::B]] for b in range(B)]
         return actions, state, rows

@@ -42,10 +42,15 @@ class WorkspaceModel(nn.Module):
     """The learnable parts: index layer, perception (facts only), and the workspace with its memories."""
 
     def __init__(self, vocab: Sequence[str], dim: int, bottleneck: Bottleneck, memories: Sequence[nn.Module],
-                 time: bool = True, memory_cue: str = "conscious"):
+                 time: bool = True, memory_cue: str = "conscious", efference: bool = False):
         super().__init__()
         self.index_layer = IndexLayer(vocab, dim, roles=4 if time else 3)  # roles s, p, o (and the time index)
         self.perception = Perception(self.index_layer, dim, text=False, time=time)
+        if efference:  # the efference copy's map: a concept -> the item perceived (see WorkspaceAgent)
+            self.efference = nn.Linear(dim, dim, bias=False)
+            with torch.no_grad():  # at init the concept bound to the subject and the object role
+                roles = self.index_layer.role_vectors
+                self.efference.weight.copy_(torch.diag((roles[0] + roles[2]) / math.sqrt(2)))
         for memory in memories:  # memories that decode triples (cogarch.memory.semantic) read the index layer
             if hasattr(memory, "attach"):
                 memory.attach(self.index_layer)
@@ -59,6 +64,7 @@ class AgentState(NamedTuple):
 
     workspace: WorkspaceState
     step: int | Tensor
+    last_action: Tensor | None = None  # (B,) long: the agent's answer at the last step, 0 (<none>) while reading
 
 
 def _part(value: Any) -> nn.Module | None:
@@ -110,6 +116,11 @@ class WorkspaceAgent(LearnedAgent):
             cross-entropy of each role against the fact's own concept is taken. It keeps what is perceived
             decodable while the embeddings learn, which memories that decode the broadcast into triples
             (``long_term=spreading|triple``, ``relational=relation_network``) rely on.
+        efference: an efference copy (default False): the agent perceives its own answer of the last step as a
+            second sensory item, ``W_e E[answer]`` (a learned map of the answered concept's embedding, at init
+            the concept bound to the subject and object roles), so that what it just said can cue the next
+            step's recall, e.g. a follow-up question about "it". Nothing while reading (the answer is ``<none>``).
+            In training the last answer is the oracle's (teacher forcing), when acting the agent's own argmax.
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
         compile: act through ``torch.compile(workspace.cycle)`` (default False): the first steps wait for the
             compile (tens of seconds), later ones run faster for one or a few streams (``make bench``: about
@@ -123,7 +134,7 @@ class WorkspaceAgent(LearnedAgent):
     def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
                  episodic: Any = None, relational: Any = None, language: Any = None, cycles_per_step: int = 1,
                  answer_cycles: int | None = None, time: bool = True, memory_cue: str = "conscious",
-                 decode_loss: float = 0.0, bptt_steps: int = 32, vocab: Sequence[str] | None = None,
+                 decode_loss: float = 0.0, efference: bool = False, bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
                  compile: bool = False, action_space=None, observation_space=None):
         if vocab is None and agent_vocab is None:
@@ -145,6 +156,9 @@ class WorkspaceAgent(LearnedAgent):
         if isinstance(decode_loss, bool) or not isinstance(decode_loss, (int, float)) or not 0 <= decode_loss < math.inf:
             raise ValueError(f"decode_loss={decode_loss!r} is out of range; allowed: finite and >= 0")
         self.decode_loss = float(decode_loss)
+        if not isinstance(efference, bool):
+            raise ValueError(f"efference={efference!r} is not allowed; allowed: true or false")
+        self.efference = efference
         if isinstance(bptt_steps, bool) or not isinstance(bptt_steps, int) or bptt_steps < 1:
             raise ValueError(f"bptt_steps={bptt_steps!r} is out of range; allowed: integer >= 1")
         if not isinstance(compile, bool):
@@ -158,7 +172,8 @@ class WorkspaceAgent(LearnedAgent):
         if self.language is not None and self.language.dim != dim:
             raise ValueError(f"the language module projects to dim {self.language.dim} but the agent's dim is {dim}")
         with seeded(self.seed):
-            self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time, memory_cue=memory_cue)
+            self.model = WorkspaceModel(self.vocab, dim, bottleneck, memories, time=time, memory_cue=memory_cue,
+                                        efference=efference)
         if self.language is not None:  # only the projection is a parameter of the agent (saved, trained)
             self.model.language_proj = self.language.proj
         if checkpoint is not None:
@@ -173,7 +188,8 @@ class WorkspaceAgent(LearnedAgent):
         return self.model.index_layer
 
     def initial_state(self, seed: int | None = None, batch_size: int = 1) -> AgentState:
-        return AgentState(self.workspace.initial_state(batch_size), 0)
+        last = torch.zeros(batch_size, dtype=torch.long) if self.efference else None
+        return AgentState(self.workspace.initial_state(batch_size), 0, last)
 
     def end_episode(self, state: AgentState) -> None:
         return None
@@ -184,10 +200,12 @@ class WorkspaceAgent(LearnedAgent):
     def reset_rows(self, state: AgentState, rows: Tensor) -> AgentState:
         B = rows.shape[0]
         steps = torch.as_tensor(state.step).expand(B)
-        return AgentState(self.workspace.reset_rows(state.workspace, rows), torch.where(rows, 0, steps))
+        last = None if state.last_action is None else torch.where(rows, 0, state.last_action)
+        return AgentState(self.workspace.reset_rows(state.workspace, rows), torch.where(rows, 0, steps), last)
 
     def _step(self, state: WorkspaceState, facts: Tensor, phase: Tensor, step: int | Tensor, inplace: bool,
-              text: Sequence[str] | None = None, sensory: Tensor | None = None) -> tuple[WorkspaceState, StepCycles]:
+              text: Sequence[str] | None = None, sensory: Tensor | None = None,
+              last_action: Tensor | None = None) -> tuple[WorkspaceState, StepCycles]:
         """The cycles of one env step: ``cycles_per_step`` in each row, ``answer_cycles`` in rows that ask (phase
         (B,) == 1). ``sensory`` (B, 1, d): the facts already perceived (episode_logits perceives a whole episode
         at once); None = perceive ``facts`` here."""
@@ -199,6 +217,12 @@ class WorkspaceAgent(LearnedAgent):
             if text is None:
                 raise ValueError("this agent has a language module and needs each step's text (obs['text'])")
             sensory = torch.cat([sensory, self.language.encode(list(text)).unsqueeze(1)], dim=1)
+        sensory_mask = None
+        if self.efference:  # the last answer as one more sensory item (masked while reading: it was <none>)
+            said = F.linear(self.index_layer.embeddings[last_action], self.model.efference.weight)  # (B, d)
+            sensory = torch.cat([sensory, said.unsqueeze(1)], dim=1)
+            sensory_mask = torch.ones(sensory.shape[:2], dtype=torch.bool, device=sensory.device)
+            sensory_mask[:, -1] = last_action != 0
         n_cycles, fewest, total = None, self.cycles_per_step, self.cycles_per_step  # the common case: no masks
         if self.answer_cycles != self.cycles_per_step:
             asking = torch.as_tensor(phase, device=facts.device).expand(B) == 1
@@ -210,7 +234,7 @@ class WorkspaceAgent(LearnedAgent):
             off = None
             if self.suppress:  # the rows whose (step, cycle) is suppressed
                 off = torch.tensor([(s, c) in self.suppress for s in steps.tolist()])
-            new, out = self._cycle()(state, sensory, inplace=inplace and rows is None, suppress=off)
+            new, out = self._cycle()(state, sensory, sensory_mask, inplace=inplace and rows is None, suppress=off)
             if rows is None:
                 state, logits = new, out.logits
                 aux = out.aux_loss if aux is None else aux + out.aux_loss
@@ -236,14 +260,18 @@ class WorkspaceAgent(LearnedAgent):
         """One env step for a batch: facts (B, 3), phase (B,) (and the B texts, for the language module) ->
         logits (B, V), next state, cycle records (one per row and cycle it took)."""
         ws, cycles = self._step(state.workspace, facts, phase, state.step, inplace=not torch.is_grad_enabled(),
-                                text=text)
+                                text=text, last_action=state.last_action)
         records: list[CycleRecord] = []
         if trace:
             steps = torch.as_tensor(state.step).expand(facts.shape[0]).tolist()
             for c, (out, rows) in enumerate(zip(cycles.outs, cycles.active)):
                 recs = self.workspace.records(out, steps, c, index_layer=self.index_layer)
                 records += recs if rows is None else [r for r, on in zip(recs, rows.tolist()) if on]
-        return cycles.logits, AgentState(ws, state.step + 1), records
+        last = None
+        if self.efference:  # what it answers at an asking step (the argmax over the symbols, never <none> or ?)
+            answer = cycles.logits[:, 2:].argmax(-1) + 2
+            last = torch.where(torch.as_tensor(phase, device=answer.device) == 1, answer, 0)
+        return cycles.logits, AgentState(ws, state.step + 1, last), records
 
     # ------------------------------------------------------------------ training
     def episode_logits(self, batch: StepBatch) -> tuple[Tensor, Tensor]:
@@ -264,8 +292,12 @@ class WorkspaceAgent(LearnedAgent):
             if t and t % self.bptt_steps == 0:  # truncated backpropagation through time (same forward values)
                 state = state.detach()
             text = None if batch.text is None else [row[t] for row in batch.text]
+            last = None
+            if self.efference:  # teacher forcing: the oracle's answer at the last step (0 while reading)
+                last = torch.zeros_like(batch.target[:, 0]) if t == 0 else \
+                    torch.where(batch.phase[:, t - 1] == 1, batch.target[:, t - 1], 0)
             state, cycles = self._step(state, batch.facts[:, t], batch.phase[:, t], t, inplace=False, text=text,
-                                       sensory=sensory[:, t])
+                                       sensory=sensory[:, t], last_action=last)
             logits.append(cycles.logits)
             aux.append(cycles.aux)  # (B,) the mean over each row's cycles
         valid = batch.mask.to(aux[0].dtype)  # (B, T)

@@ -121,7 +121,8 @@ def test_corrupt_checkpoint_names_the_file(trained, tmp_path):
 
 @pytest.mark.parametrize("overrides", [[], ["agent.answer_cycles=3"],
                                        ["cogarch/long_term@agent.long_term=spreading", "agent.memory_cue=sensory"],
-                                       ["cogarch/relational@agent.relational=relation_network"]])
+                                       ["cogarch/relational@agent.relational=relation_network"],
+                                       ["agent.efference=true"]])
 def test_workspace_agent_teacher_forced_equals_step_by_step(overrides):
     """The batch's rows are at different phases at some steps: with answer_cycles, the asking rows think on
     while the others keep their state, so every row still equals its own run at batch 1."""
@@ -358,3 +359,37 @@ def test_the_semantic_decoding_loss_makes_perceived_facts_decode_into_their_own_
         loss.backward()
         opt.step()
     assert decoded_right() == 1.0, before
+
+
+def test_the_efference_copy_is_the_last_answer_perceived_at_the_next_step():
+    """agent.efference: the answer of a step is a sensory item of the next (masked while reading); teacher forcing
+    feeds the oracle's answers, acting feeds the action taken, and both give the same logits for the same answers."""
+    from environments.scene_graph_qa import SceneGraphQAEnv
+
+    env = SceneGraphQAEnv(hops=3, p_verify=0.0)
+    agent = workspace_agent("agent.efference=true", vocab=env.vocab)
+    vmap = VocabMap(agent.vocab, env.vocab)
+    batch = make_batch([collect_episode(env, s, vmap) for s in (0, 1)], len(agent.vocab))
+    with torch.no_grad():
+        whole, _ = agent.episode_logits(batch)
+        for b in range(2):
+            state, n = agent.initial_state(), int(batch.mask[b].sum())
+            for t in range(n):
+                logits, state, records = agent.step_logits(state, batch.facts[b : b + 1, t], batch.phase[b : b + 1, t])
+                torch.testing.assert_close(logits[0], whole[b, t], rtol=1e-4, atol=1e-5)
+                asked = bool(batch.phase[b, t] == 1)
+                assert int(state.last_action[0]) == (int(logits[0, 2:].argmax()) + 2 if asked else 0)
+                state = state._replace(last_action=torch.where(batch.phase[b : b + 1, t] == 1, batch.target[b : b + 1, t], 0))
+    # acting: the efference copy is the action taken; the next cycle has a second sensory candidate, valid after
+    # an answer and masked after a reading step
+    obs, info = env.reset(seed=0)
+    state, done, asked_before, sensory_items = agent.initial_state(), False, [False], []
+    while not done:
+        action, state, records = agent.act(obs, state, info)
+        asked = int(obs["phase"]) == 1
+        assert int(state.last_action[0]) == (agent.env_map.to_agent[action] if asked else 0)
+        sensory_items.append(sum(c["source"] == "sensory" and c["score"] is not None for c in records[0].candidates))
+        asked_before.append(asked)
+        obs, _, done, _, info = env.step(action)
+    assert sensory_items == [1 + a for a in asked_before[:-1]]  # the said item counts only after an answer
+    assert sum(asked_before) == 3  # three hops answered
