@@ -219,6 +219,8 @@ class WorkspaceAgent(LearnedAgent):
             sensory = torch.cat([sensory, self.language.encode(list(text)).unsqueeze(1)], dim=1)
         sensory_mask = None
         if self.efference:  # the last answer as one more sensory item (masked while reading: it was <none>)
+            if last_action is None:  # (a state made without one: nothing said yet)
+                last_action = torch.zeros(B, dtype=torch.long, device=facts.device)
             said = F.linear(self.index_layer.embeddings[last_action], self.model.efference.weight)  # (B, d)
             sensory = torch.cat([sensory, said.unsqueeze(1)], dim=1)
             sensory_mask = torch.ones(sensory.shape[:2], dtype=torch.bool, device=sensory.device)

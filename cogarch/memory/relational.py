@@ -105,7 +105,8 @@ class RelationalMemory(LinkMemory):
         found = real[:, 0] & has[rows, target]  # (B,) the cue's subject is an object
         target_file = F.rms_norm(files[rows, target], (self.dim,), eps=1e-6)  # (B, d)
         # g runs on the objects present, not on every concept
-        E = has.sum(-1).max() if torch.compiler.is_compiling() or B == 0 else max(1, int(has.sum(-1).max()))
+        # (a compiled cycle takes every concept: the count would be a host sync, a break in its graph)
+        E = has.shape[1] if torch.compiler.is_compiling() or B == 0 else max(1, int(has.sum(-1).max()))
         objects = has.to(torch.int8).topk(E, dim=-1, sorted=False).indices  # (B, E) concept ids
         others = has.gather(1, objects) & (objects != target[:, None]) & found[:, None]  # (B, E)
         obj_files = files.gather(1, repeat(objects, "B E -> B E d", d=self.dim))  # (B, E, d)
