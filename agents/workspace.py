@@ -290,16 +290,15 @@ class WorkspaceAgent(LearnedAgent):
         sensory = self.model.perception({"fact": batch.facts.reshape(B * T, 3), "step": steps.reshape(B * T)})
         sensory = einops.rearrange(sensory, "(b t) n d -> b t n d", b=B)
         logits, aux = [], []
+        said = None  # teacher forcing of the efference copy: the oracle's answer at the step before (0 while reading)
+        if self.efference:
+            said = F.pad(torch.where(batch.phase == 1, batch.target, 0)[:, :-1], (1, 0))  # (B, T)
         for t in range(T):
             if t and t % self.bptt_steps == 0:  # truncated backpropagation through time (same forward values)
                 state = state.detach()
             text = None if batch.text is None else [row[t] for row in batch.text]
-            last = None
-            if self.efference:  # teacher forcing: the oracle's answer at the last step (0 while reading)
-                last = torch.zeros_like(batch.target[:, 0]) if t == 0 else \
-                    torch.where(batch.phase[:, t - 1] == 1, batch.target[:, t - 1], 0)
             state, cycles = self._step(state, batch.facts[:, t], batch.phase[:, t], t, inplace=False, text=text,
-                                       sensory=sensory[:, t], last_action=last)
+                                       sensory=sensory[:, t], last_action=None if said is None else said[:, t])
             logits.append(cycles.logits)
             aux.append(cycles.aux)  # (B,) the mean over each row's cycles
         valid = batch.mask.to(aux[0].dtype)  # (B, T)

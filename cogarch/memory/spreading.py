@@ -133,10 +133,9 @@ class SpreadingMemory(LinkMemory):
     once no activation changes. Of the stored links leaving s, the one whose object is most active is proposed
     (ties: the one in the first row of the ring); none when no object of s is active (no path within ``hops``).
 
-    Receive: every valid broadcast item is decoded into a triple; one whose subject and object are real concepts
-    (no ``skip`` concept: a question "(v3, v9, ?)" is not a link) and that is not stored yet is added. The
-    predicate is the link's label only: it is stored as decoded and the spread ignores it. Decoding and the links
-    carry no gradient; the proposed candidate does, through the index layer's embeddings (``encode_triple``).
+    Receive: as :class:`LinkMemory` (each decoded fact with two real ends, once). The predicate is the link's label
+    only: the spread ignores it. The proposed candidate carries gradient through the index layer's embeddings
+    (``encode_triple``).
 
     Args:
         dim: model dimension d, >= 1 (the index layer's).
