@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cogarch.memory._ops import matvec, unit
+from cogarch.memory._ops import define_op, matvec, unit
 
 __all__ = ["EpisodicMemory", "EpisodicState", "split_modularity"]
 
@@ -59,6 +59,77 @@ def split_modularity(adj: Tensor) -> Tensor:
     right = prefix[..., n, n, None] - prefix[..., :, n] - prefix[..., n, :] + left
     s_left, s_right = deg_cum, deg_cum[..., -1:] - deg_cum
     return (left + right) / two_m - (s_left**2 + s_right**2) / two_m**2
+
+
+def _refine(state: EpisodicState, rows: Tensor, put, capacity: int, max_event_len: int, min_event_len: int,
+            max_events: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Move boundary b between events [a, b) and [b, t) to the modularity-maximising split, for the streams
+    ``rows`` (R,) at once (EM-LLM's refinement). Returns the new event ids (B, P), current starts (B,), moves
+    (B,) and event table (B, M, d + 1) (the two events' rows recomputed); ``put`` is index_put or index_put_.
+
+    The spans (a, t) differ in length (<= 2 * max_event_len items); each is padded with zero items to that
+    length, which are isolated nodes of its graph and so change no modularity (split_modularity)."""
+    P, L, s = capacity, max_event_len, min_event_len
+    a, b, t = state.prev_start[rows], state.cur_start[rows], state.step[rows]  # (R,)
+    span = torch.arange(2 * L + 1, device=rows.device)  # (2L + 1,) split positions in a span
+    pos = span[:-1]  # (2L,) offsets into the span
+    in_span = pos < (t - a)[:, None]  # (R, 2L)
+    slots = (a[:, None] + pos) % P  # (R, 2L)
+    raw = state.items[rows[:, None], slots] * in_span[..., None]  # (R, 2L, d)
+    x = unit(raw)
+    adj = (x @ x.transpose(1, 2)).clamp(min=0)  # (R, 2L, 2L)
+    adj.diagonal(dim1=1, dim2=2).zero_()
+    q = split_modularity(adj)  # (R, 2L + 1)
+    lo, hi = torch.maximum(a + s, t - L), torch.minimum(t - s, a + L)  # both events keep min..max items
+    split = span[None] + a[:, None]  # (R, 2L + 1) the boundary time of each split
+    allowed = (split >= lo[:, None]) & (split <= hi[:, None])
+    best = torch.where(allowed, q, float("-inf")).argmax(-1)  # first maximum among the allowed splits
+    q_b = q.gather(1, (b - a)[:, None]).squeeze(1)  # (b - a is in [0, 2L])
+    q_best = q.gather(1, best[:, None]).squeeze(1)
+    new_b = torch.where(q_b >= q_best - 1e-6, b, a + best)  # ties keep the surprise boundary
+    new_b = torch.where(hi < lo, b, torch.where(hi == lo, lo, new_b))  # no room: keep b / the one split
+
+    cur = state.cur_event[rows, None]
+    relabel = in_span & (new_b != b)[:, None]  # (R, 2L) span slots of the streams whose boundary moved
+    ids = torch.where(split[:, :-1] < new_b[:, None], cur - 1, cur)  # (R, 2L)
+    # every span slot of the rows is written (a span's slots are distinct, as P >= 2L): the new id where the
+    # boundary moved, else the id it holds (fixed shapes: no host sync to find the relabelled slots)
+    at = (rows[:, None].expand_as(slots), slots)
+    event_ids = put(state.event_ids, at, torch.where(relabel, ids, state.event_ids[at]))
+    starts = state.cur_start.index_put((rows,), new_b)
+    moved = torch.zeros_like(state.cur_start).index_put((rows,), new_b - b)
+    stats = state.event_stats
+    if max_events:  # the table rows of events [a, new_b) and [new_b, t), recomputed from the span
+        left = ids < cur  # (R, 2L) the span items of the earlier event (those past t are zero in raw)
+        sums = torch.bmm(torch.stack([left, ~left], dim=1).to(raw.dtype), raw)  # (R, 2, d)
+        counts = torch.stack([new_b - a, t - new_b], dim=1).to(raw.dtype)  # (R, 2)
+        events = cur + torch.tensor([-1, 0], device=cur.device)  # (R, 2)
+        table = torch.cat([sums, counts.unsqueeze(-1)], dim=-1)  # (R, 2, d + 1)
+        stats = put(stats, (rows[:, None].expand_as(events), events % max_events), table)
+    return event_ids, starts, moved, stats
+
+
+def _refine_op(items: Tensor, event_ids: Tensor, event_stats: Tensor, step: Tensor, cur_event: Tensor,
+               cur_start: Tensor, prev_start: Tensor, todo: Tensor, capacity: int, max_event_len: int,
+               min_event_len: int, max_events: int) -> tuple[Tensor, Tensor]:
+    """:func:`_refine` of the streams where ``todo`` (B,) is True, as the op ``cogarch::refine_boundaries_`` for
+    compiled code (see cogarch.memory._ops): it writes ``event_ids`` and ``event_stats`` in place and returns the
+    current events' starts (B,) and how far each boundary moved (B,). It picks the rows on the host."""
+    rows = todo.nonzero().squeeze(1)
+    if len(rows) == 0:
+        return cur_start.clone(), torch.zeros_like(cur_start)
+    state = EpisodicState(items, event_ids, None, step, cur_event, cur_start, prev_start, None, None, None, None,
+                          event_stats, None)
+    _, starts, moved, _ = _refine(state, rows, Tensor.index_put_, capacity, max_event_len, min_event_len,
+                                  max_events)
+    return starts, moved
+
+
+define_op("refine_boundaries_(Tensor items, Tensor(a!) event_ids, Tensor(b!) event_stats, Tensor step, "
+          "Tensor cur_event, Tensor cur_start, Tensor prev_start, Tensor todo, int capacity, int max_event_len, "
+          "int min_event_len, int max_events) -> (Tensor, Tensor)", _refine_op,
+          lambda items, event_ids, event_stats, step, cur_event, cur_start, *rest: (torch.empty_like(cur_start),
+                                                                                    torch.empty_like(cur_start)))
 
 
 class EpisodicMemory(nn.Module):
@@ -147,6 +218,7 @@ class EpisodicMemory(nn.Module):
         self.recall_mode = recall
         # rows of the event table (none with recall="items": the table is not kept)
         self.max_events = (capacity if max_events is None else max_events) if recall == "events" else 0
+        self._spans = (capacity, max_event_len, min_event_len, self.max_events)  # what refinement needs
         self.num_events = top_k_events * (1 + 2 * neighbours)  # E
         self.num_candidates = self.num_events * (max_event_len if recall == "items" else 1)  # m
         self.query_proj = nn.Linear(dim, dim, bias=False)  # the slow read-out query, identity at start
@@ -155,7 +227,6 @@ class EpisodicMemory(nn.Module):
         # constant index tensors of the hot paths, made once (buffers, so they follow the module's device)
         for name, values in (("_window_pos", torch.arange(window)), ("_event_pos", torch.arange(max_event_len)),
                              ("_ring_pos", torch.arange(capacity + 1)),
-                             ("_span_pos", torch.arange(2 * max_event_len + 1)),
                              ("_offsets", torch.arange(-neighbours, neighbours + 1)),
                              ("_earlier", torch.ones(self.num_events, self.num_events, dtype=torch.bool).tril(-1))):
             self.register_buffer(name, values, persistent=False)
@@ -217,21 +288,32 @@ class EpisodicMemory(nn.Module):
         copy_rows = Tensor.index_copy_ if inplace else Tensor.index_copy
         event_ids, starts, stats = state.event_ids, state.cur_start, state.event_stats
         moved = None
+        compiling = torch.compiler.is_compiling()
         if self.refine:
             todo = boundary & ~hard & (state.prev_start >= 0)
-            if torch.compiler.is_compiling():  # no host sync in a compiled graph: every row, writes masked by todo
-                rows = torch.arange(B, device=item.device)
-                event_ids, starts, moved, stats = self._refine_boundaries(state, rows, put, todo=todo)
+            if compiling:  # the eager refinement below as one opaque op that writes in place (see _ops)
+                if not inplace:
+                    event_ids, stats = event_ids.clone(), stats.clone()
+                starts, moved = torch.ops.cogarch.refine_boundaries_(
+                    state.items, event_ids, stats, state.step, state.cur_event, state.cur_start, state.prev_start,
+                    todo, *self._spans)
             elif bool(todo.any()):
-                event_ids, starts, moved, stats = self._refine_boundaries(state, todo.nonzero().squeeze(1), put)
+                event_ids, starts, moved, stats = _refine(state, todo.nonzero().squeeze(1), put, *self._spans)
         if moved is None:
             moved = torch.zeros(B, dtype=torch.long, device=item.device)
 
-        def write_rows(t: Tensor, at: Tensor, new: Tensor) -> Tensor:
-            """t (B, n, ...) with row at (B,) of each stream set to new (B, ...) where valid."""
-            flat = t.reshape(B * t.shape[1], *t.shape[2:])  # a view when t is contiguous (the state's tensors are)
-            new = torch.where(valid.view(-1, *(1,) * (new.dim() - 1)), new, flat.index_select(0, at))
-            return copy_rows(flat, 0, at, new).view(t.shape)
+        def write_rows(ts: list[Tensor], at: Tensor, news: list[Tensor]) -> list[Tensor]:
+            """Each t (B, n, ...) of ts with row at (B,) of each stream set to its new (B, ...) where valid."""
+            if compiling:  # one opaque in-place op: compiled, index_copy_ would copy every whole tensor twice
+                ts = ts if inplace else [t.clone() for t in ts]
+                torch.ops.cogarch.write_rows_(ts, at, news, valid)
+                return ts
+            out = []
+            for t, new in zip(ts, news):
+                flat = t.reshape(B * t.shape[1], *t.shape[2:])  # a view when t is contiguous (the state's are)
+                new = torch.where(valid.view(-1, *(1,) * (new.dim() - 1)), new, flat.index_select(0, at))
+                out.append(copy_rows(flat, 0, at, new).view(t.shape))
+            return out
 
         new_event = state.cur_event + boundary
         push = valid & has_event
@@ -241,13 +323,15 @@ class EpisodicMemory(nn.Module):
             at_e = new_event % M + torch.arange(0, B * M, M, device=item.device)  # (B,) rows of the flat table
             old = stats.reshape(B * M, -1).index_select(0, at_e)  # (B, d + 1)
             add = torch.cat([item, item.new_ones(B, 1)], dim=-1)  # (B, d + 1) the item and a count of 1
-            stats = write_rows(stats, at_e, torch.where(boundary[:, None], add, old + add))
-            event_rows = write_rows(event_rows, at_e, new_event)
+            stats, event_rows = write_rows([stats, event_rows], at_e,
+                                           [torch.where(boundary[:, None], add, old + add), new_event])
         at = state.step % P + torch.arange(0, B * P, P, device=item.device)  # (B,) rows of the flat ring
+        items, event_ids, times = write_rows([state.items, event_ids, state.times], at,
+                                             [item, new_event, state.step])
         new_state = EpisodicState(
-            items=write_rows(state.items, at, item),
-            event_ids=write_rows(event_ids, at, new_event),
-            times=write_rows(state.times, at, state.step),
+            items=items,
+            event_ids=event_ids,
+            times=times,
             step=state.step + valid,
             cur_event=new_event,
             cur_start=torch.where(boundary, state.step, starts),
@@ -260,65 +344,6 @@ class EpisodicMemory(nn.Module):
             hist_count=state.hist_count + push,
             event_stats=stats, event_rows=event_rows)
         return new_state, {"boundary": boundary, "surprise": surprise, "moved": moved}
-
-    def _refine_boundaries(self, state: EpisodicState, rows: Tensor, put,
-                           todo: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Move boundary b between events [a, b) and [b, t) to the modularity-maximising split, for the
-        streams ``rows`` (R,) at once. Returns the new event ids (B, P), current starts (B,), moves (B,) and
-        event table (B, M, d + 1) (the two events' rows recomputed); ``put`` is index_put or index_put_.
-
-        With ``todo`` (B,) bool, ``rows`` is every row (arange(B)) and only the rows where ``todo`` is True
-        change: the same results without tensors whose size depends on the data (no host sync), which is what
-        ``torch.compile`` can capture in one graph.
-
-        The spans (a, t) differ in length (<= 2 * max_event_len items); each is padded with zero items to
-        that length, which are isolated nodes of its graph and so change no modularity (split_modularity)."""
-        P, L, s = self.capacity, self.max_event_len, self.min_event_len
-        a, b, t = state.prev_start[rows], state.cur_start[rows], state.step[rows]  # (R,)
-        pos = self._span_pos[:-1]  # (2L,) offsets into the span
-        in_span = pos < (t - a)[:, None]  # (R, 2L)
-        slots = (a[:, None] + pos) % P  # (R, 2L)
-        raw = state.items[rows[:, None], slots] * in_span[..., None]  # (R, 2L, d)
-        x = unit(raw)
-        adj = (x @ x.transpose(1, 2)).clamp(min=0)  # (R, 2L, 2L)
-        adj.diagonal(dim1=1, dim2=2).zero_()
-        q = split_modularity(adj)  # (R, 2L + 1)
-        lo, hi = torch.maximum(a + s, t - L), torch.minimum(t - s, a + L)  # both events keep min..max items
-        split = self._span_pos[None] + a[:, None]  # (R, 2L + 1) the boundary time of each split
-        allowed = (split >= lo[:, None]) & (split <= hi[:, None])
-        best = torch.where(allowed, q, float("-inf")).argmax(-1)  # first maximum among the allowed splits
-        # (b - a is in [0, 2L] in a row that refines; the clamp keeps the other rows of a todo call in range)
-        q_b = q.gather(1, (b - a).clamp(0, 2 * L)[:, None]).squeeze(1)
-        q_best = q.gather(1, best[:, None]).squeeze(1)
-        new_b = torch.where(q_b >= q_best - 1e-6, b, a + best)  # ties keep the surprise boundary
-        new_b = torch.where(hi < lo, b, torch.where(hi == lo, lo, new_b))  # no room: keep b / the one split
-        if todo is not None:  # the rows without a closing event keep their boundary
-            new_b = torch.where(todo, new_b, b)
-
-        cur = state.cur_event[rows, None]
-        relabel = in_span & (new_b != b)[:, None]  # (R, 2L) span slots of the streams whose boundary moved
-        ids = torch.where(split[:, :-1] < new_b[:, None], cur - 1, cur)  # (R, 2L)
-        scatter = Tensor.scatter_ if put is Tensor.index_put_ else Tensor.scatter  # (todo: rows = every row)
-        if todo is None:
-            event_ids = put(state.event_ids, (rows[:, None].expand_as(slots)[relabel], slots[relabel]), ids[relabel])
-            starts = state.cur_start.index_put((rows,), new_b)
-            moved = torch.zeros_like(state.cur_start).index_put((rows,), new_b - b)
-        else:  # a span's slots are distinct (P >= 2L), so the scatter writes each once
-            event_ids = scatter(state.event_ids, 1, slots, torch.where(relabel, ids, state.event_ids.gather(1, slots)))
-            starts, moved = new_b, new_b - b
-        stats = state.event_stats
-        if self.max_events:  # the table rows of events [a, new_b) and [new_b, t), recomputed from the span
-            left = ids < cur  # (R, 2L) the span items of the earlier event (those past t are zero in raw)
-            sums = torch.bmm(torch.stack([left, ~left], dim=1).to(raw.dtype), raw)  # (R, 2, d)
-            counts = torch.stack([new_b - a, t - new_b], dim=1).to(raw.dtype)  # (R, 2)
-            events = cur + self._offsets.new_tensor([-1, 0])  # (R, 2)
-            table = torch.cat([sums, counts.unsqueeze(-1)], dim=-1)  # (R, 2, d + 1)
-            if todo is None:
-                stats = put(stats, (rows[:, None].expand_as(events), events % self.max_events), table)
-            else:  # the two rows of an event pair are distinct (M >= 2); other streams write back what they hold
-                at = (events % self.max_events).unsqueeze(-1).expand_as(table)
-                stats = scatter(stats, 1, at, torch.where(todo[:, None, None], table, stats.gather(1, at)))
-        return event_ids, starts, moved, stats
 
     # ---------------------------------------------------------------- reading: similarity + contiguity
 

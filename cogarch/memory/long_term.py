@@ -144,12 +144,17 @@ class OuterProductMemory(nn.Module):
             values = values * mask.unsqueeze(-1)  # a masked item adds nothing
             n_new = self.rate * mask.sum(-1).to(broadcast.dtype)  # (B,)
         f = _fade(state.count, n_new, self.decay, self.capacity)  # (B,)
+        count = state.count * f + n_new
+        if torch.compiler.is_compiling() and not torch.is_grad_enabled():  # an opaque in-place op (see _ops)
+            matrix = state.matrix if inplace else state.matrix.clone()
+            torch.ops.cogarch.consolidate_(matrix, values, keys, f, self.rate)
+            return OuterProductState(matrix, count), {"count": count}
         # M f + rate sum_k v_k k_k^T, the sum over the items as one batched matmul (B, d, k) @ (B, k, d).
         # The (B, d, d) matrix dominates the cost at large batch. When every row fades by the same factor
         # (one stream, or streams that write alike: the common case) it is baddbmm's scalar beta; else the
         # faded copy is fresh and the products are added into it in place. (beta = 0 would skip M, not
         # multiply it: a non-finite M must stay non-finite, so a zero factor takes the second path.)
-        if torch.compiler.is_compiling():  # no host sync in a compiled graph: the faded copy, always
+        if torch.compiler.is_compiling():  # (compiled with autograd) no host sync: the faded copy, always
             fade = 0.0
         elif B == 1:
             fade = float(f[0])
@@ -164,7 +169,6 @@ class OuterProductMemory(nn.Module):
         else:
             faded = state.matrix.mul_(f[:, None, None]) if inplace else state.matrix * f[:, None, None]
             matrix = faded.baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
-        count = state.count * f + n_new
         return OuterProductState(matrix, count), {"count": count}
 
 
