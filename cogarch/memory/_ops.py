@@ -66,6 +66,12 @@ def _write_rows(dsts: list[Tensor], index: Tensor, srcs: list[Tensor], valid: Te
                                                flat.index_select(0, index)))
 
 
+def _put_rows(dst: Tensor, rows: Tensor, cols: Tensor, values: Tensor, ok: Tensor) -> None:
+    """``dst[rows[r, j], cols[r, j]] = values[r, j]`` for every r where ``ok`` (R,) is True; rows, cols (R, n)."""
+    keep = ok.view(-1, *(1,) * (rows.dim() - 1)).expand_as(rows)
+    dst.index_put_((rows[keep], cols[keep]), values[keep])
+
+
 def _consolidate(matrix: Tensor, values: Tensor, keys: Tensor, fade: Tensor, rate: float) -> None:
     """``matrix`` (B, d, d) <- ``fade`` (B,) * matrix + rate * values^T keys, values and keys (B, k, d): one
     pass (baddbmm's beta) when every row fades alike, else a scaling pass first."""
@@ -79,5 +85,7 @@ def _consolidate(matrix: Tensor, values: Tensor, keys: Tensor, fade: Tensor, rat
 define_op("matvec(Tensor x, Tensor v) -> Tensor", _matvec, lambda x, v: x.new_empty(x.shape[:2]))
 define_op("write_rows_(Tensor(a!)[] dsts, Tensor index, Tensor[] srcs, Tensor valid) -> ()", _write_rows,
           lambda dsts, index, srcs, valid: None)
+define_op("put_rows_(Tensor(a!) dst, Tensor rows, Tensor cols, Tensor values, Tensor ok) -> ()", _put_rows,
+          lambda dst, rows, cols, values, ok: None)
 define_op("consolidate_(Tensor(a!) matrix, Tensor values, Tensor keys, Tensor fade, float rate) -> ()",
           _consolidate, lambda matrix, values, keys, fade, rate: None)

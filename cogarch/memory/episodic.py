@@ -61,14 +61,18 @@ def split_modularity(adj: Tensor) -> Tensor:
     return (left + right) / two_m - (s_left**2 + s_right**2) / two_m**2
 
 
-def _refine(state: EpisodicState, rows: Tensor, put, capacity: int, max_event_len: int, min_event_len: int,
-            max_events: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Move boundary b between events [a, b) and [b, t) to the modularity-maximising split, for the streams
-    ``rows`` (R,) at once (EM-LLM's refinement). Returns the new event ids (B, P), current starts (B,), moves
-    (B,) and event table (B, M, d + 1) (the two events' rows recomputed); ``put`` is index_put or index_put_.
+def _refine_spans(state: EpisodicState, rows: Tensor, capacity: int, max_event_len: int, min_event_len: int,
+                  max_events: int, ok: Tensor | None = None) -> tuple[Tensor, ...]:
+    """EM-LLM's refinement for the streams ``rows`` (R,) at once: boundary b between events [a, b) and [b, t)
+    moves to the split of the span (a, t) that maximises the modularity of its items' similarity graph.
 
-    The spans (a, t) differ in length (<= 2 * max_event_len items); each is padded with zero items to that
-    length, which are isolated nodes of its graph and so change no modularity (split_modularity)."""
+    Returns (slots, ids, b, new_b, table_rows, table): the span's ring slots (R, 2L) with the event id each then
+    holds (the id it held where nothing moved), the old and new boundaries (R,), and the event table's rows
+    (R, 2) of the two events with their recomputed sums and counts (R, 2, d + 1) (None without a table). With
+    ``ok`` (R,) bool, rows where it is False keep their boundary (their other outputs are not to be written).
+
+    The spans differ in length (<= 2 * max_event_len items); each is padded with zero items to that length,
+    which are isolated nodes of its graph and so change no modularity (split_modularity)."""
     P, L, s = capacity, max_event_len, min_event_len
     a, b, t = state.prev_start[rows], state.cur_start[rows], state.step[rows]  # (R,)
     span = torch.arange(2 * L + 1, device=rows.device)  # (2L + 1,) split positions in a span
@@ -84,28 +88,40 @@ def _refine(state: EpisodicState, rows: Tensor, put, capacity: int, max_event_le
     split = span[None] + a[:, None]  # (R, 2L + 1) the boundary time of each split
     allowed = (split >= lo[:, None]) & (split <= hi[:, None])
     best = torch.where(allowed, q, float("-inf")).argmax(-1)  # first maximum among the allowed splits
-    q_b = q.gather(1, (b - a)[:, None]).squeeze(1)  # (b - a is in [0, 2L])
+    # (b - a is in [0, 2L] in a row that refines; the clamp keeps rows where ok is False in range)
+    q_b = q.gather(1, (b - a).clamp(0, 2 * L)[:, None]).squeeze(1)
     q_best = q.gather(1, best[:, None]).squeeze(1)
     new_b = torch.where(q_b >= q_best - 1e-6, b, a + best)  # ties keep the surprise boundary
     new_b = torch.where(hi < lo, b, torch.where(hi == lo, lo, new_b))  # no room: keep b / the one split
+    if ok is not None:
+        new_b = torch.where(ok, new_b, b)
 
     cur = state.cur_event[rows, None]
     relabel = in_span & (new_b != b)[:, None]  # (R, 2L) span slots of the streams whose boundary moved
     ids = torch.where(split[:, :-1] < new_b[:, None], cur - 1, cur)  # (R, 2L)
-    # every span slot of the rows is written (a span's slots are distinct, as P >= 2L): the new id where the
-    # boundary moved, else the id it holds (fixed shapes: no host sync to find the relabelled slots)
-    at = (rows[:, None].expand_as(slots), slots)
-    event_ids = put(state.event_ids, at, torch.where(relabel, ids, state.event_ids[at]))
-    starts = state.cur_start.index_put((rows,), new_b)
-    moved = torch.zeros_like(state.cur_start).index_put((rows,), new_b - b)
-    stats = state.event_stats
+    # every span slot is written (a span's slots are distinct, as P >= 2L): the new id where the boundary
+    # moved, else the id it holds (fixed shapes: no host sync to find the relabelled slots)
+    new_ids = torch.where(relabel, ids, state.event_ids[rows[:, None], slots])
+    table_rows = table = None
     if max_events:  # the table rows of events [a, new_b) and [new_b, t), recomputed from the span
         left = ids < cur  # (R, 2L) the span items of the earlier event (those past t are zero in raw)
         sums = torch.bmm(torch.stack([left, ~left], dim=1).to(raw.dtype), raw)  # (R, 2, d)
         counts = torch.stack([new_b - a, t - new_b], dim=1).to(raw.dtype)  # (R, 2)
-        events = cur + torch.tensor([-1, 0], device=cur.device)  # (R, 2)
+        table_rows = (cur + torch.tensor([-1, 0], device=cur.device)) % max_events  # (R, 2)
         table = torch.cat([sums, counts.unsqueeze(-1)], dim=-1)  # (R, 2, d + 1)
-        stats = put(stats, (rows[:, None].expand_as(events), events % max_events), table)
+    return slots, new_ids, b, new_b, table_rows, table
+
+
+def _refine(state: EpisodicState, rows: Tensor, put, *spans: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_refine_spans` of the streams ``rows`` (R,), written: the new event ids (B, P), current starts
+    (B,), moves (B,) and event table (B, M, d + 1); ``put`` is index_put or index_put_."""
+    slots, new_ids, b, new_b, table_rows, table = _refine_spans(state, rows, *spans)
+    event_ids = put(state.event_ids, (rows[:, None].expand_as(slots), slots), new_ids)
+    starts = state.cur_start.index_put((rows,), new_b)
+    moved = torch.zeros_like(state.cur_start).index_put((rows,), new_b - b)
+    stats = state.event_stats
+    if table is not None:
+        stats = put(stats, (rows[:, None].expand_as(table_rows), table_rows), table)
     return event_ids, starts, moved, stats
 
 
@@ -291,12 +307,8 @@ class EpisodicMemory(nn.Module):
         compiling = torch.compiler.is_compiling()
         if self.refine:
             todo = boundary & ~hard & (state.prev_start >= 0)
-            if compiling:  # the eager refinement below as one opaque op that writes in place (see _ops)
-                if not inplace:
-                    event_ids, stats = event_ids.clone(), stats.clone()
-                starts, moved = torch.ops.cogarch.refine_boundaries_(
-                    state.items, event_ids, stats, state.step, state.cur_event, state.cur_start, state.prev_start,
-                    todo, *self._spans)
+            if compiling:
+                event_ids, starts, moved, stats = self._refine_compiled(state, todo, inplace)
             elif bool(todo.any()):
                 event_ids, starts, moved, stats = _refine(state, todo.nonzero().squeeze(1), put, *self._spans)
         if moved is None:
@@ -344,6 +356,30 @@ class EpisodicMemory(nn.Module):
             hist_count=state.hist_count + push,
             event_stats=stats, event_rows=event_rows)
         return new_state, {"boundary": boundary, "surprise": surprise, "moved": moved}
+
+    def _refine_compiled(self, state: EpisodicState, todo: Tensor, inplace: bool) -> tuple[Tensor, ...]:
+        """The refinement of the streams where ``todo`` (B,) is True, in a compiled graph (no host sync): the
+        first R = min(B, max(64, B / 4)) of them in the graph itself, a fixed-size batch whose rows past the
+        closing streams are masked; any more (many streams closing events at once) by the eager refinement as
+        one op. The event ids and table are written by ops in place (see cogarch.memory._ops)."""
+        B = todo.shape[0]
+        event_ids, stats = (state.event_ids, state.event_stats) if inplace else \
+            (state.event_ids.clone(), state.event_stats.clone())
+        R = min(B, max(64, B // 4))
+        rows = (~todo).to(torch.int32).argsort(stable=True)[:R]  # (R,) the closing streams first
+        ok = todo[rows]
+        slots, new_ids, b, new_b, table_rows, table = _refine_spans(state, rows, *self._spans, ok=ok)
+        torch.ops.cogarch.put_rows_(event_ids, rows[:, None].expand_as(slots), slots, new_ids, ok)
+        if table is not None:
+            torch.ops.cogarch.put_rows_(stats, rows[:, None].expand_as(table_rows), table_rows, table, ok)
+        starts = state.cur_start.scatter(0, rows, new_b)
+        moved = torch.zeros_like(starts).scatter(0, rows, new_b - b)
+        if R < B:  # the closing streams past the first R
+            starts, more = torch.ops.cogarch.refine_boundaries_(
+                state.items, event_ids, stats, state.step, state.cur_event, starts, state.prev_start,
+                todo.scatter(0, rows, False), *self._spans)
+            moved = moved + more
+        return event_ids, starts, moved, stats
 
     # ---------------------------------------------------------------- reading: similarity + contiguity
 
