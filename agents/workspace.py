@@ -35,7 +35,7 @@ from cogarch.bottleneck import Bottleneck
 from cogarch.index_layer import IndexLayer
 from cogarch.perception import Perception
 from cogarch.trace import CycleRecord
-from cogarch.workspace import MotorHead, Workspace, WorkspaceState
+from cogarch.workspace import COMPILE_OPTIONS, MotorHead, Workspace, WorkspaceState
 
 
 class WorkspaceModel(nn.Module):
@@ -254,7 +254,7 @@ class WorkspaceAgent(LearnedAgent):
         if not self.compile or torch.is_grad_enabled():
             return self.workspace.cycle
         if self._compiled_cycle is None:
-            self._compiled_cycle = torch.compile(self.workspace.cycle)
+            self._compiled_cycle = torch.compile(self.workspace.cycle, options=COMPILE_OPTIONS)
         return self._compiled_cycle
 
     def step_logits(self, state: AgentState, facts: Tensor, phase: Tensor, trace: bool = True,

@@ -99,6 +99,10 @@ class CycleOutput(NamedTuple):
     # a compiled cycle always gives the mask)
 
 
+# How a cycle is compiled (the workspace agent's compile=true, `make bench`): inductor's C++ wrapper as well as its
+# C++ kernels, so that the host-side work of each call (some sixty tensors in and out) is C++ too.
+COMPILE_OPTIONS = {"cpp_wrapper": True}
+
 # Workspace(memory_cue=...): what memories are read with
 MEMORY_CUES = ("conscious", "conscious_and_sensory", "sensory", "projected")
 
