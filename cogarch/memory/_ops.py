@@ -58,12 +58,10 @@ def _matvec(x: Tensor, v: Tensor) -> Tensor:
     return torch.bmm(v.unsqueeze(1), x.transpose(1, 2)).squeeze(1)
 
 
-def _write_rows(dsts: list[Tensor], index: Tensor, srcs: list[Tensor], valid: Tensor) -> None:
-    """Row ``index[b]`` of each ``dst`` (B, n, ...) viewed as (B n, ...) becomes ``src[b]`` where ``valid[b]``."""
+def _write_rows(dsts: list[Tensor], index: Tensor, srcs: list[Tensor]) -> None:
+    """Row ``index[i]`` of each ``dst`` (B, n, ...) viewed as (B n, ...) becomes ``src[i]`` (indices distinct)."""
     for dst, src in zip(dsts, srcs):
-        flat = dst.view(-1, *dst.shape[2:])
-        flat.index_copy_(0, index, torch.where(valid.view(-1, *(1,) * (src.dim() - 1)), src,
-                                               flat.index_select(0, index)))
+        dst.view(-1, *dst.shape[2:]).index_copy_(0, index, src)
 
 
 def _put_rows(dst: Tensor, rows: Tensor, cols: Tensor, values: Tensor, ok: Tensor) -> None:
@@ -83,8 +81,8 @@ def _consolidate(matrix: Tensor, values: Tensor, keys: Tensor, fade: Tensor, rat
 
 
 define_op("matvec(Tensor x, Tensor v) -> Tensor", _matvec, lambda x, v: x.new_empty(x.shape[:2]))
-define_op("write_rows_(Tensor(a!)[] dsts, Tensor index, Tensor[] srcs, Tensor valid) -> ()", _write_rows,
-          lambda dsts, index, srcs, valid: None)
+define_op("write_rows_(Tensor(a!)[] dsts, Tensor index, Tensor[] srcs) -> ()", _write_rows,
+          lambda dsts, index, srcs: None)
 define_op("put_rows_(Tensor(a!) dst, Tensor rows, Tensor cols, Tensor values, Tensor ok) -> ()", _put_rows,
           lambda dst, rows, cols, values, ok: None)
 define_op("consolidate_(Tensor(a!) matrix, Tensor values, Tensor keys, Tensor fade, float rate) -> ()",

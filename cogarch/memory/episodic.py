@@ -316,16 +316,14 @@ class EpisodicMemory(nn.Module):
 
         def write_rows(ts: list[Tensor], at: Tensor, news: list[Tensor]) -> list[Tensor]:
             """Each t (B, n, ...) of ts with row at (B,) of each stream set to its new (B, ...) where valid."""
+            flats = [t.reshape(B * t.shape[1], *t.shape[2:]) for t in ts]  # views (the state's are contiguous)
+            news = [torch.where(valid.view(-1, *(1,) * (new.dim() - 1)), new, flat.index_select(0, at))
+                    for flat, new in zip(flats, news)]
             if compiling:  # one opaque in-place op: compiled, index_copy_ would copy every whole tensor twice
                 ts = ts if inplace else [t.clone() for t in ts]
-                torch.ops.cogarch.write_rows_(ts, at, news, valid)
+                torch.ops.cogarch.write_rows_(ts, at, news)
                 return ts
-            out = []
-            for t, new in zip(ts, news):
-                flat = t.reshape(B * t.shape[1], *t.shape[2:])  # a view when t is contiguous (the state's are)
-                new = torch.where(valid.view(-1, *(1,) * (new.dim() - 1)), new, flat.index_select(0, at))
-                out.append(copy_rows(flat, 0, at, new).view(t.shape))
-            return out
+            return [copy_rows(flat, 0, at, new).view(t.shape) for t, flat, new in zip(ts, flats, news)]
 
         new_event = state.cur_event + boundary
         push = valid & has_event
