@@ -122,10 +122,10 @@ class WorkspaceAgent(LearnedAgent):
             step's recall, e.g. a follow-up question about "it". Nothing while reading (the answer is ``<none>``).
             In training the last answer is the oracle's (teacher forcing), when acting the agent's own argmax.
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
-        compile: act through ``torch.compile(workspace.cycle)`` (default False): the first steps wait for the
-            compile (tens of seconds), later ones run faster for one or a few streams (``make bench``: about
-            twice the eager cycles/s at batch 1) and slower for many (at batch 256); only
-            without autograd (acting, evaluating), training stays eager. Needs a C++ compiler.
+        compile: act through ``torch.compile(workspace.cycle)`` with ``cogarch.workspace.COMPILE_OPTIONS``
+            (default False): the first steps wait for the compile (tens of seconds), later ones run faster
+            (``make bench``: about twice the eager cycles/s at batch 1, some 1.6x at batch 256); only without
+            autograd (acting, evaluating), training stays eager. Needs a C++ compiler.
         checkpoint: a folder written by ``cogarch train`` (its ``model.safetensors``) to load.
         seed: torch seed of the agent's own initial weights (index layer, perception, motor, source tags).
         action_space, observation_space: accepted from the CLI and unused.

@@ -2,9 +2,11 @@
 and EM-LLM episodic memory, a k-winner bottleneck) compiles into one graph with no host sync, and the compiled
 cycle gives the eager cycle's results.
 
-Inside a compiled graph the cycle takes branch-free paths where eager code tests a value first (non-finite
-candidates, a common fade factor, which streams refine a boundary): the first test checks those paths against
-the eager ones without compiling, the second compiles."""
+Inside a compiled graph the cycle takes other paths where eager code tests a value first or writes the state in
+place: non-finite candidates masked, the long-term update and the episodic row writes as cogarch operators, the
+first closing streams refined in the graph and any more by an operator. The first test checks those paths against
+the eager ones without compiling (with more streams closing events at once than the graph refines itself), the
+second compiles."""
 
 import shutil
 
@@ -13,7 +15,8 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from cogarch.bottleneck import Bottleneck
-from cogarch.memory.episodic import EpisodicMemory
+from cogarch.memory import episodic
+from cogarch.memory.episodic import EpisodicMemory, _refine as refine
 from cogarch.memory.long_term import OuterProductMemory
 from cogarch.memory.working import WorkingMemory
 from cogarch.workspace import MotorHead, Workspace
@@ -63,8 +66,10 @@ def assert_same(a, b):
         assert torch.allclose(s.float(), t.float(), atol=1e-4)
 
 
+@pytest.mark.parametrize("graph_rows", [64, 1])  # 1: the streams past the first closing one go to the operator
 @pytest.mark.parametrize("inplace", [False, True])
-def test_the_branch_free_paths_equal_the_eager_ones(monkeypatch, inplace):
+def test_the_compiled_paths_equal_the_eager_ones(monkeypatch, inplace, graph_rows):
+    monkeypatch.setattr(EpisodicMemory, "graph_refine_rows", graph_rows)
     ws, xs = workspace(), stream(3, 40)
     eager = run(ws, ws.cycle, xs, inplace)
     moved = [o for step in eager[0] for o in step if o.dtype == torch.long and o.shape == (3,)]
@@ -73,13 +78,18 @@ def test_the_branch_free_paths_equal_the_eager_ones(monkeypatch, inplace):
     # is_compiling, not the stand-in below (which a later compiled test would otherwise meet)
     torch.compile(lambda x: x + 1, backend="eager", fullgraph=True)(torch.ones(1))
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    calls = []  # the eager refinement, which the compiled path runs only for streams past its first graph_rows
+    monkeypatch.setattr(episodic, "_refine", lambda *a: calls.append(len(a[1])) or refine(*a))
     assert_same(eager, run(ws, ws.cycle, xs, inplace))
+    assert (sum(calls) > 0) == (graph_rows < 3), calls
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # torch's own, while compiling
-def test_a_compiled_cycle_is_one_graph_and_equals_the_eager_cycle():
+def test_a_compiled_cycle_is_one_graph_and_equals_the_eager_cycle(monkeypatch):
+    # one stream refined in the graph, the other (when both close an event) by the operator: both in the graph
+    monkeypatch.setattr(EpisodicMemory, "graph_refine_rows", 1)
     ws, xs = workspace(), stream(2, 14)
     eager = run(ws, ws.cycle, xs, inplace=True)
     torch._dynamo.reset()

@@ -203,6 +203,7 @@ class EpisodicMemory(nn.Module):
     """
 
     source = "episodic"
+    graph_refine_rows = 64  # a compiled cycle refines at least this many closing streams in its graph (see below)
 
     def __init__(self, dim: int, capacity: int = 256, window: int = 32, gamma: float = 1.0,
                  top_k_events: int = 2, neighbours: int = 1, min_event_len: int = 1, max_event_len: int = 32,
@@ -357,13 +358,13 @@ class EpisodicMemory(nn.Module):
 
     def _refine_compiled(self, state: EpisodicState, todo: Tensor, inplace: bool) -> tuple[Tensor, ...]:
         """The refinement of the streams where ``todo`` (B,) is True, in a compiled graph (no host sync): the
-        first R = min(B, max(64, B / 4)) of them in the graph itself, a fixed-size batch whose rows past the
+        first R = min(B, max(graph_refine_rows, B / 4)) of them in the graph itself, a fixed-size batch whose rows past the
         closing streams are masked; any more (many streams closing events at once) by the eager refinement as
         one op. The event ids and table are written by ops in place (see cogarch.memory._ops)."""
         B = todo.shape[0]
         event_ids, stats = (state.event_ids, state.event_stats) if inplace else \
             (state.event_ids.clone(), state.event_stats.clone())
-        R = min(B, max(64, B // 4))
+        R = min(B, max(self.graph_refine_rows, B // 4))
         rows = (~todo).to(torch.int32).argsort(stable=True)[:R]  # (R,) the closing streams first
         ok = todo[rows]
         slots, new_ids, b, new_b, table_rows, table = _refine_spans(state, rows, *self._spans, ok=ok)
