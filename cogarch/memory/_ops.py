@@ -25,8 +25,9 @@ def matvec(x: Tensor, v: Tensor) -> Tensor:
 
     Computed as the row vector times x transposed, ``(1, d) @ (d, n)``, which the CPU BLAS runs about twice
     as fast as the column form ``(n, d) @ (d, 1)`` for the large (B, n, d) operands of the batched cycle
-    (the same dot products). Compiled for inference, it is the op ``cogarch::matvec`` (below): the compiler's own loop for
-    this product runs about 1.3x slower than the BLAS call at batch 256 (the long-term read is a (B, d, d) pass)."""
+    (the same dot products). Compiled for inference, it is the op ``cogarch::matvec`` (below): the compiler's
+    own loop for this product runs about 1.3x slower than the BLAS call at batch 256 (the long-term read, a
+    (B, d, d) pass each cycle)."""
     if torch.compiler.is_compiling() and not torch.is_grad_enabled():
         return torch.ops.cogarch.matvec(x, v)
     return torch.bmm(v.unsqueeze(1), x.transpose(1, 2)).squeeze(1)

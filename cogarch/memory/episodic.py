@@ -358,9 +358,9 @@ class EpisodicMemory(nn.Module):
 
     def _refine_compiled(self, state: EpisodicState, todo: Tensor, inplace: bool) -> tuple[Tensor, ...]:
         """The refinement of the streams where ``todo`` (B,) is True, in a compiled graph (no host sync): the
-        first R = min(B, max(graph_refine_rows, B / 4)) of them in the graph itself, a fixed-size batch whose rows past the
-        closing streams are masked; any more (many streams closing events at once) by the eager refinement as
-        one op. The event ids and table are written by ops in place (see cogarch.memory._ops)."""
+        first R = min(B, max(graph_refine_rows, B / 4)) of them in the graph itself, a fixed-size batch whose
+        rows past the closing streams are masked; any more (many streams closing events at once) by the eager
+        refinement as one op. The event ids and table are written by ops in place (see cogarch.memory._ops)."""
         B = todo.shape[0]
         event_ids, stats = (state.event_ids, state.event_stats) if inplace else \
             (state.event_ids.clone(), state.event_stats.clone())
