@@ -135,10 +135,11 @@ class WorkingMemory(nn.Module):
         # real score difference.
         self.register_buffer("tie_break", -1e-6 * torch.arange(slots, dtype=torch.float32), persistent=False)
         # usage_penalty * (1 - stale / 2) for each age rank (0 = most recent), stale = rank / (K - 1)
-        # earlier[j, i]: slot i precedes slot j (the tie-break of equal ages in _age_rank)
-        self.register_buffer("earlier", torch.ones(slots, slots, dtype=torch.bool).tril(-1), persistent=False)
-        resist = usage_penalty - torch.arange(slots) * (0.5 * usage_penalty / max(slots - 1, 1))
-        self.register_buffer("resist_by_rank", resist, persistent=False)
+        # earlier[j, i] = 1: slot i precedes slot j (the tie-break of equal ages in _age_rank, compiled)
+        self.register_buffer("earlier", torch.ones(slots, slots).tril(-1), persistent=False)
+        # usage_penalty * (1 - stale / 2) = usage_penalty - rank * resist_step (stale = rank / (K - 1); rank 0 =
+        # the most recently written slot)
+        self.resist_step = 0.5 * usage_penalty / max(slots - 1, 1)
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device=None) -> WorkingMemoryState:
@@ -199,7 +200,7 @@ class WorkingMemory(nn.Module):
         gradient, and the written slots (B, top_k) (None for the dense write)."""
         match = torch.sigmoid((sim - self.match_threshold) / self.MATCH_WIDTH)  # (B, K)
         # usage_penalty * usage * (1 - stale / 2), stale = rank of age / (K - 1) (1 = least recently written)
-        resist = usage * self.resist_by_rank[self._age_rank(age)]  # (B, K)
+        resist = usage * self._resistance(age)  # (B, K)
         score = match - resist * (1 - match) + self.tie_break  # (B, K)
         need_soft = self.top_k != 1 or torch.is_grad_enabled()  # else only the winner matters
         soft = torch.softmax(score / self.temperature, dim=-1) if need_soft else None  # the slots compete for x
@@ -322,14 +323,20 @@ class WorkingMemory(nn.Module):
         return WorkingMemoryState(slots, usage.squeeze(1), age.squeeze(1), keys), {"write_weights": write}
 
     def _age_rank(self, age: Tensor) -> Tensor:
-        """The rank of each slot's age among the slots (..., K) long, 0 = most recently written, ties in slot
-        order: a stable argsort's ranks, counted as how many slots come before each one (K x K comparisons,
-        which fuse into one pass; two sorts of K items per row cost more)."""
-        other, own = age.unsqueeze(-2), age.unsqueeze(-1)  # (..., 1, K) slot i, (..., K, 1) slot j
-        return ((other < own) | ((other == own) & self.earlier)).sum(-1)  # [.., j] = #{i before j}
+        """The rank of each slot's age among the slots (..., K), 0 = most recently written, ties in slot order (a
+        stable argsort's ranks). Compiled, counted as how many slots come before each one (K x K comparisons in
+        one fused pass, float); eager, two sorts of K items (fewer, cheaper ops)."""
+        if torch.compiler.is_compiling():
+            other, own = age.unsqueeze(-2), age.unsqueeze(-1)  # (..., 1, K) slot i, (..., K, 1) slot j
+            return ((other < own).to(age.dtype) + (other == own).to(age.dtype) * self.earlier).sum(-1)
+        return age.argsort(dim=-1, stable=True).argsort(dim=-1)
+
+    def _resistance(self, age: Tensor) -> Tensor:
+        """usage_penalty * (1 - stale / 2) of each slot (..., K), stale = its age rank / (K - 1)."""
+        return self.usage_penalty - self._age_rank(age) * self.resist_step
 
     def _score(self, match: Tensor, usage: Tensor, age: Tensor) -> Tensor:
         """The write score of every slot (..., K) from its match, usage and age (see the class doc):
         match - resist (1 - match) + tie_break, resist = usage * usage_penalty * (1 - stale / 2)."""
-        resist = usage * self.resist_by_rank.take(self._age_rank(age))
+        resist = usage * self._resistance(age)
         return torch.addcmul(match + self.tie_break, resist, match).sub_(resist)
