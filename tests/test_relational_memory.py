@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cogarch.index_layer import IndexLayer
 from cogarch.memory.relational import RelationalMemory
+from helpers import attached
 
 COLS = [f"col{i}" for i in range(8)]
 VOCAB = ("<none>", "?", "column", "shape", "closest", "square", "circle", *COLS, *[f"o{i}" for i in range(8)])
@@ -13,11 +13,7 @@ IX = {name: i for i, name in enumerate(VOCAB)}
 
 
 def setup(dim=128, **kw):
-    torch.manual_seed(0)
-    layer = IndexLayer(VOCAB, dim)
-    memory = RelationalMemory(dim, **kw)
-    memory.attach(layer)
-    return layer, memory
+    return attached(RelationalMemory, VOCAB, dim, **kw)
 
 
 def store(layer, memory, facts):

@@ -4,19 +4,15 @@ import networkx as nx
 import pytest
 import torch
 
-from cogarch.index_layer import IndexLayer
 from cogarch.memory.spreading import SpreadingMemory, SpreadingState
+from helpers import attached
 
 VOCAB = ("<none>", "?", "edge", "knows", *[f"v{i}" for i in range(60)])
 V0 = 4  # id of v0
 
 
 def setup(dim=256, **kw):
-    torch.manual_seed(0)
-    layer = IndexLayer(VOCAB, dim)
-    memory = SpreadingMemory(dim, **kw)
-    memory.attach(layer)
-    return layer, memory
+    return attached(SpreadingMemory, VOCAB, dim, **kw)
 
 
 def random_dag(rng: torch.Generator, n: int = 40, edges: int = 70) -> nx.DiGraph:

@@ -30,7 +30,7 @@ def matvec(x: Tensor, v: Tensor) -> Tensor:
     (B, d, d) pass each cycle)."""
     if torch.compiler.is_compiling() and not torch.is_grad_enabled():
         return torch.ops.cogarch.matvec(x, v)
-    return torch.bmm(v.unsqueeze(1), x.transpose(1, 2)).squeeze(1)
+    return _matvec(x, v)
 
 
 # ---------------------------------------------------------------- ops for compiled cycles
@@ -71,14 +71,27 @@ def _put_rows(dst: Tensor, rows: Tensor, cols: Tensor, values: Tensor, ok: Tenso
     dst.index_put_((rows[keep], cols[keep]), values[keep])
 
 
-def _consolidate(matrix: Tensor, values: Tensor, keys: Tensor, fade: Tensor, rate: float) -> None:
-    """``matrix`` (B, d, d) <- ``fade`` (B,) * matrix + rate * values^T keys, values and keys (B, k, d): one
-    pass (baddbmm's beta) when every row fades alike, else a scaling pass first."""
-    lo, hi = torch.stack(torch.aminmax(fade)).tolist() if len(fade) else (0.0, 1.0)
-    if lo == hi and lo != 0.0:  # (beta = 0 would drop M instead of multiplying it: a NaN must stay)
-        matrix.baddbmm_(values.transpose(1, 2), keys, beta=lo, alpha=rate)
-    else:
-        matrix.mul_(fade[:, None, None]).baddbmm_(values.transpose(1, 2), keys, alpha=rate)
+def consolidate(matrix: Tensor, values: Tensor, keys: Tensor, fade: Tensor, rate: float,
+                inplace: bool = True) -> Tensor:
+    """``fade`` (B,) * ``matrix`` (B, d, d) + rate * values^T keys, values and keys (B, k, d): the long-term
+    update, in place or (``inplace=False``) into a new tensor. When every row fades alike (one stream, or streams
+    that write alike: the common case) it is one pass, baddbmm's scalar beta (one host sync finds out); else the
+    matrix is scaled first. (beta = 0 would drop M instead of multiplying it: a non-finite M must stay non-finite,
+    so a zero factor takes the second path.)"""
+    if len(fade) == 1:
+        common = float(fade[0])
+    else:  # one sync for both: the smallest and the largest factor
+        lo, hi = torch.stack(torch.aminmax(fade)).tolist() if len(fade) else (0.0, 1.0)
+        common = lo if lo == hi else 0.0
+    if common != 0.0:
+        add = Tensor.baddbmm_ if inplace else torch.baddbmm
+        return add(matrix, values.transpose(1, 2), keys, beta=common, alpha=rate)
+    faded = matrix.mul_(fade[:, None, None]) if inplace else matrix * fade[:, None, None]
+    return faded.baddbmm_(values.transpose(1, 2), keys, alpha=rate)
+
+
+def _consolidate_(matrix: Tensor, values: Tensor, keys: Tensor, fade: Tensor, rate: float) -> None:
+    consolidate(matrix, values, keys, fade, rate)
 
 
 define_op("matvec(Tensor x, Tensor v) -> Tensor", _matvec, lambda x, v: x.new_empty(x.shape[:2]))
@@ -87,4 +100,4 @@ define_op("write_rows_(Tensor(a!)[] dsts, Tensor index, Tensor[] srcs) -> ()", _
 define_op("put_rows_(Tensor(a!) dst, Tensor rows, Tensor cols, Tensor values, Tensor ok) -> ()", _put_rows,
           lambda dst, rows, cols, values, ok: None)
 define_op("consolidate_(Tensor(a!) matrix, Tensor values, Tensor keys, Tensor fade, float rate) -> ()",
-          _consolidate, lambda matrix, values, keys, fade, rate: None)
+          _consolidate_, lambda matrix, values, keys, fade, rate: None)

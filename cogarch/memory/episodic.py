@@ -321,7 +321,8 @@ class EpisodicMemory(nn.Module):
             news = [torch.where(valid.view(-1, *(1,) * (new.dim() - 1)), new, flat.index_select(0, at))
                     for flat, new in zip(flats, news)]
             if compiling:  # one opaque in-place op: compiled, index_copy_ would copy every whole tensor twice
-                ts = ts if inplace else [t.clone() for t in ts]
+                # (for the value semantics, a tensor that is still the input state's is copied first)
+                ts = [t.clone() if not inplace and any(t is own for own in state) else t for t in ts]
                 torch.ops.cogarch.write_rows_(ts, at, news)
                 return ts
             return [copy_rows(flat, 0, at, new).view(t.shape) for t, flat, new in zip(ts, flats, news)]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from einops import einsum
 from torch import Tensor, nn
 
-from cogarch.memory._ops import matvec, unit
+from cogarch.memory._ops import consolidate, matvec, unit
 
 __all__ = ["OuterProductMemory", "OuterProductState", "TripleMemory", "TripleState"]
 
@@ -145,30 +145,17 @@ class OuterProductMemory(nn.Module):
             n_new = self.rate * mask.sum(-1).to(broadcast.dtype)  # (B,)
         f = _fade(state.count, n_new, self.decay, self.capacity)  # (B,)
         count = state.count * f + n_new
-        if torch.compiler.is_compiling() and not torch.is_grad_enabled():  # an opaque in-place op (see _ops)
+        # M f + rate sum_k v_k k_k^T, the sum over the items as one batched matmul (B, d, k) @ (B, k, d); the
+        # (B, d, d) matrix dominates the cost at large batch. With ``inplace`` (no autograd: an in-place write
+        # would break the graph) it is written into state.matrix.
+        grad = torch.is_grad_enabled()
+        if not torch.compiler.is_compiling():
+            matrix = consolidate(state.matrix, values, keys, f, self.rate, inplace=inplace and not grad)
+        elif not grad:  # compiled: an opaque in-place op (see _ops), on a copy for the value semantics
             matrix = state.matrix if inplace else state.matrix.clone()
             torch.ops.cogarch.consolidate_(matrix, values, keys, f, self.rate)
-            return OuterProductState(matrix, count), {"count": count}
-        # M f + rate sum_k v_k k_k^T, the sum over the items as one batched matmul (B, d, k) @ (B, k, d).
-        # The (B, d, d) matrix dominates the cost at large batch. When every row fades by the same factor
-        # (one stream, or streams that write alike: the common case) it is baddbmm's scalar beta; else the
-        # faded copy is fresh and the products are added into it in place. (beta = 0 would skip M, not
-        # multiply it: a non-finite M must stay non-finite, so a zero factor takes the second path.)
-        if torch.compiler.is_compiling():  # (compiled with autograd) no host sync: the faded copy, always
-            fade = 0.0
-        elif B == 1:
-            fade = float(f[0])
-        else:  # one sync for both: the smallest and the largest factor
-            lo, hi = torch.stack(torch.aminmax(f)).tolist() if B > 0 else (0.0, 1.0)
-            fade = lo if lo == hi else 0.0
-        # With ``inplace`` the same two paths write into state.matrix instead of a new tensor.
-        inplace = inplace and not torch.is_grad_enabled()  # (an in-place write would break the graph)
-        if fade != 0.0:
-            add = Tensor.baddbmm_ if inplace else torch.baddbmm
-            matrix = add(state.matrix, values.transpose(1, 2), keys, beta=fade, alpha=self.rate)
-        else:
-            faded = state.matrix.mul_(f[:, None, None]) if inplace else state.matrix * f[:, None, None]
-            matrix = faded.baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
+        else:  # compiled with autograd, no host sync: the faded copy, always
+            matrix = (state.matrix * f[:, None, None]).baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
         return OuterProductState(matrix, count), {"count": count}
 
 
