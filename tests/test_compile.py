@@ -3,8 +3,8 @@ and EM-LLM episodic memory, a k-winner bottleneck) compiles into one graph with 
 cycle gives the eager cycle's results.
 
 Inside a compiled graph the cycle takes other paths where eager code tests a value first or writes the state in
-place: non-finite candidates masked, the long-term update and the episodic row writes as cogarch operators, the
-first closing streams refined in the graph and any more by an operator. The first test checks those paths against
+place: non-finite candidates masked, the long-term update as one elementwise pass, the episodic row writes as
+cogarch operators, the first closing streams refined in the graph and any more by an operator. The first test checks those paths against
 the eager ones without compiling (with more streams closing events at once than the graph refines itself), the
 second compiles."""
 
@@ -44,14 +44,18 @@ def tensors(value):
 
 
 def run(ws, cycle, xs, inplace):
-    """Every cycle's output (logits, winners, receipts) and the last state, as lists of tensors."""
+    """Every cycle's output (logits, winners, receipts) and the last state, as lists of tensors. Without
+    ``inplace``, also checks that no cycle changed the state it was given (the state is a value)."""
     outs = []
     with torch.inference_mode():
         state = ws.initial_state(xs.shape[1])
         for t, x in enumerate(xs):
             if t == 2 * len(xs) // 3:  # a hard boundary: the next event has no earlier one to refine against
                 state = ws.end_episode(state)
-            state, out = cycle(state, x, inplace=inplace)
+            before = None if inplace else [s.clone() for s in tensors(state)]
+            old, (state, out) = state, cycle(state, x, inplace=inplace)
+            if before is not None:
+                assert all(torch.equal(a, b) for a, b in zip(before, tensors(old))), "a value cycle wrote its input"
             outs.append([out.logits, out.selection.winners, *tensors(out.receipts), *tensors(out.proposals)])
         return outs, [t.clone() for t in tensors(state)]
 

@@ -136,7 +136,7 @@ class OuterProductMemory(nn.Module):
         """Consolidate the broadcast items (B, k, d) into M (one call = one cycle). With ``inplace`` (no
         autograd) M is updated in the given state's tensor (no copy; ``state`` is consumed)."""
         B, k, _ = broadcast.shape
-        keys = unit(F.linear(broadcast, self.key.weight))  # (B, k, d)
+        raw_keys = F.linear(broadcast, self.key.weight)  # (B, k, d)
         values = F.linear(broadcast, self.value.weight)  # (B, k, d)
         if mask is None:
             n_new = broadcast.new_full((B,), self.rate * k)  # (B,)
@@ -145,17 +145,25 @@ class OuterProductMemory(nn.Module):
             n_new = self.rate * mask.sum(-1).to(broadcast.dtype)  # (B,)
         f = _fade(state.count, n_new, self.decay, self.capacity)  # (B,)
         count = state.count * f + n_new
-        # M f + rate sum_k v_k k_k^T, the sum over the items as one batched matmul (B, d, k) @ (B, k, d); the
-        # (B, d, d) matrix dominates the cost at large batch. With ``inplace`` (no autograd: an in-place write
-        # would break the graph) it is written into state.matrix.
+        # M f + rate sum_k v_k k_k^T: the (B, d, d) matrix dominates the cost at large batch. With ``inplace`` (no
+        # autograd: an in-place write would break the graph) it is written into state.matrix.
         grad = torch.is_grad_enabled()
-        if not torch.compiler.is_compiling():
-            matrix = consolidate(state.matrix, values, keys, f, self.rate, inplace=inplace and not grad)
-        elif not grad:  # compiled: an opaque in-place op (see _ops), on a copy for the value semantics
-            matrix = state.matrix if inplace else state.matrix.clone()
-            torch.ops.cogarch.consolidate_(matrix, values, keys, f, self.rate)
-        else:  # compiled with autograd, no host sync: the faded copy, always
-            matrix = (state.matrix * f[:, None, None]).baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
+        if torch.compiler.is_compiling() and not grad:
+            # Compiled: one elementwise pass, M f + sum_k (rate v_k / |W_k x_k|) (W_k x_k)^T with the k terms
+            # spelled out, which the compiler fuses into a single read and write of M (of the state's own tensor
+            # when in place). The key's norm rides on the value, a number per row, so the pass has no division
+            # per element; a batched matmul for the rank-k term is a BLAS call per example and a second pass.
+            rows = values * (self.rate / torch.linalg.vector_norm(raw_keys, dim=-1, keepdim=True).clamp_min(1e-12))
+            update = state.matrix * f[:, None, None]
+            for j in range(k):
+                update = update + rows[:, j, :, None] * raw_keys[:, j, None, :]
+            matrix = state.matrix.copy_(update) if inplace else update
+        else:  # the sum over the items as one batched matmul (B, d, k) @ (B, k, d)
+            keys = unit(raw_keys)  # (B, k, d)
+            if not torch.compiler.is_compiling():
+                matrix = consolidate(state.matrix, values, keys, f, self.rate, inplace=inplace and not grad)
+            else:  # compiled with autograd, no host sync: the faded copy, always
+                matrix = (state.matrix * f[:, None, None]).baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
         return OuterProductState(matrix, count), {"count": count}
 
 
