@@ -10,9 +10,10 @@ framework overhead. Batch 1 runs with one torch thread, the batched rows with ``
 machine's cores); the table states each row's threads. The last rows time the same cycle compiled by
 ``torch.compile(ws.cycle, fullgraph=True, options={"cpp_wrapper": True})`` (one graph, in place, its host-side
 wrapper in C++ as well; the compile itself, tens of seconds, is left out of the timing), beside the eager in-place
-cycle of the same workspace. Its state writes (the long-term update, the episodic ring and table rows, the
-boundary refinement) are operators that write the state's own tensors (cogarch.memory._ops), so it runs faster
-than the eager cycle at every batch size.
+cycle of the same workspace. Its state writes go into the state's own tensors (the episodic ring and table rows
+and the boundary refinement as operators, cogarch.memory._ops; the long-term update as one elementwise pass), and
+its batched matrix-vector products are fused loops rather than a BLAS call per example, so it runs faster than the
+eager cycle at every batch size.
 
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
 """
@@ -20,6 +21,7 @@ than the eager cycle at every batch size.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,18 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "2.0"))
 BATCHES = (1, 64, 256)
 BATCHED_THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 THREADS = {1: 1}  # batch -> torch threads; other batches use BATCHED_THREADS
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else what platform reports): the figures differ between machines
+    (this project's 2-core boxes have been an Intel Xeon and an AMD EPYC, whose MKL batched small products are
+    several times slower), so each table says which one printed it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0]}, {len(names)} logical CPUs" if names else (platform.processor() or platform.machine())
 
 
 def component(group: str, option: str):
@@ -79,6 +93,7 @@ def main() -> str:
     composition = ", ".join(f"{group}={option}" for group, option in COMPOSITION.items())
     lines = [
         f"## Workspace cycles/s (dim {DIM}; configs/cogarch: {composition}, long_term as listed)\n",
+        f"CPU: {cpu_name()}; torch {torch.__version__}.\n",
         "goal: >= 1,000 cycles/s at batch 1 and >= 50,000 item-cycles/s batched. Threads: the torch intra-op "
         f"threads of each row (batch 1: {THREADS[1]}, as one stream gains nothing from a second; batched: "
         f"{BATCHED_THREADS}, BENCH_THREADS sets it); the reference Linear is timed with the same threads.\n",
