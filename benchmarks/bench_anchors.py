@@ -33,7 +33,7 @@ import gymnasium as gym  # noqa: E402
 
 import environments  # noqa: E402,F401
 from agents.checkpoint import load_agent  # noqa: E402
-from cogarch.inspect.anchors import anchor_hit, counterfactual_importance  # noqa: E402
+from cogarch.inspect.anchors import anchor_hit, chance_hit, counterfactual_importance  # noqa: E402
 
 
 def story_answer(facts, entity: str):
@@ -83,11 +83,16 @@ def main(argv=None) -> dict:
     env = gym.make("cogarch/StoryQA-v0", task=args.task)
     agent = load_agent(args.agent, vocab=env.unwrapped.vocab)
     start = time.perf_counter()
-    hits, correct, hits_correct, any_hit, missed, redundant = 0, 0, 0, 0, 0, 0
+    hits, correct, hits_correct, any_hit, missed, redundant, cycles = 0, 0, 0, 0, 0, 0, 0
     necessary, hits_necessary = 0, 0
+    wider = {extra: [0, 0.0] for extra in (0, 1, 2)}  # m = #supporting + extra: hits, and a random ranking's expectation
     for i in range(args.episodes):
         table = counterfactual_importance(agent, env, args.seed + i, reading_only=True)
         hit = anchor_hit(table)
+        n_support, n_cycles = len(table.attrs["supporting"]), len(table)
+        for extra, tally in wider.items():
+            tally[0] += anchor_hit(table, n_support + extra)
+            tally[1] += chance_hit(n_cycles, n_support, n_support + extra)
         if args.task in (1, 2) and each_support_necessary(env, args.seed + i):
             necessary += 1
             hits_necessary += hit
@@ -101,6 +106,7 @@ def main(argv=None) -> dict:
             s, _, o = facts[step]
             redundant += any(f[0] == s and f[2] == o for t, f in facts.items() if t != step)
         hits += hit
+        cycles += n_cycles
         if table.attrs["base_correct"]:
             correct += 1
             hits_correct += hit
@@ -113,9 +119,15 @@ def main(argv=None) -> dict:
         result.update(ceiling=necessary / n, anchor_fraction_when_necessary=hits_necessary / max(necessary, 1))
     print(f"StoryQA task {args.task}, agent {args.agent}, {n} episodes (seeds {args.seed}..{args.seed + n - 1})")
     print(f"agent accuracy:                                   {result['agent_accuracy']:.3f}")
-    print(f"all supporting facts in the top-m cycles (m = #supporting): {result['anchor_fraction']:.3f}")
+    print(f"all supporting facts in the top-m cycles (m = #supporting): {result['anchor_fraction']:.3f} "
+          f"(a random ranking of the reading cycles: {wider[0][1] / n:.3f})")
     print(f"  among the episodes answered correctly:          {result['anchor_fraction_when_correct']:.3f}")
     print(f"at least one supporting fact in the top-m:        {result['any_supporting_in_top_m']:.3f}")
+    for extra, (hit_count, chance) in list(wider.items())[1:]:
+        result[f"anchor_fraction_m_plus_{extra}"] = hit_count / n
+        print(f"all supporting facts in the top m + {extra}:             {hit_count / n:.3f} "
+              f"(a random ranking of the reading cycles: {chance / n:.3f})")
+    print(f"reading cycles per episode: {cycles / n:.1f} on average")
     print(f"supporting facts missed: {missed}, of which another reading fact links the same subject and object: "
           f"{redundant}")
     if args.task in (1, 2):

@@ -319,3 +319,16 @@ def test_anchor_ceiling_rereads_stories_as_the_generator_does():
         env = gym.make("cogarch/StoryQA-v0", task=task)
         necessary = [bench.each_support_necessary(env, seed) for seed in range(60)]
         assert 0 < sum(necessary) < 60 if task == 2 else all(necessary)
+
+
+def test_chance_hit_is_the_share_of_random_rankings_with_every_supporting_cycle_on_top():
+    from itertools import permutations
+
+    from cogarch.inspect.anchors import chance_hit
+
+    for rows, supporting, m in [(5, 2, 2), (5, 2, 3), (6, 3, 4), (4, 1, 1), (4, 2, 1), (3, 2, 5)]:
+        rankings = list(permutations(range(rows)))  # the supporting cycles are 0 .. supporting - 1
+        share = sum(set(range(supporting)) <= set(r[:m]) for r in rankings) / len(rankings)
+        assert chance_hit(rows, supporting, m) == pytest.approx(share)
+    with pytest.raises(ValueError, match="supporting=3"):
+        chance_hit(2, 3, 2)

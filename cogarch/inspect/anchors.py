@@ -18,11 +18,12 @@ Inputs are an agent with ``suppress`` (``agents.workspace.WorkspaceAgent``) and 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["replay", "counterfactual_importance", "anchor_hit"]
+__all__ = ["replay", "counterfactual_importance", "anchor_hit", "chance_hit"]
 
 
 def replay(agent, env, seed: int, suppress: set[tuple[int, int]] = frozenset()) -> dict[str, Any]:
@@ -114,3 +115,13 @@ def anchor_hit(table, m: int | None = None) -> bool:
         return False
     m = len(supporting) if m is None else m
     return supporting <= set(table.head(m)["step"])
+
+
+def chance_hit(rows: int, supporting: int, m: int) -> float:
+    """The probability that a random ranking of ``rows`` cycles puts all ``supporting`` given ones in its top
+    ``m``: C(rows - supporting, m - supporting) / C(rows, m) (0 when m < supporting), the baseline for
+    :func:`anchor_hit` with one row per supporting step."""
+    if not 0 <= supporting <= rows or m < 0:
+        raise ValueError(f"need 0 <= supporting <= rows and m >= 0, got rows={rows}, supporting={supporting}, m={m}")
+    m = min(m, rows)
+    return math.comb(rows - supporting, m - supporting) / math.comb(rows, m) if m >= supporting else 0.0
