@@ -124,7 +124,7 @@ class WorkspaceAgent(LearnedAgent):
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
         compile: act through ``torch.compile(workspace.cycle)`` with ``cogarch.workspace.COMPILE_OPTIONS``
             (default False): the first steps wait for the compile (tens of seconds), later ones run faster
-            (``make bench``: about twice the eager cycles/s at batch 1, some 1.6x at batch 256); only without
+            (``make bench`` prints the compiled / eager ratio by batch size, above 1 at each); only without
             autograd (acting, evaluating), training stays eager. Needs a C++ compiler.
         checkpoint: a folder written by ``cogarch train`` (its ``model.safetensors``) to load.
         seed: torch seed of the agent's own initial weights (index layer, perception, motor, source tags).

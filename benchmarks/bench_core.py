@@ -8,8 +8,8 @@ with ``Workspace.cycle(..., inplace=True)`` (memories write into the input state
 torch op timed in the same run (a 128x128 linear layer at the same batch) shows how much of the cycle is
 framework overhead. Batch 1 runs with one torch thread, the batched rows with ``BENCH_THREADS`` (default 2, the
 machine's cores); the table states each row's threads. The last rows time the same cycle compiled by
-``torch.compile(ws.cycle, fullgraph=True, options={"cpp_wrapper": True})`` (one graph, in place, its host-side
-wrapper in C++ as well; the compile itself, tens of seconds, is left out of the timing), beside the eager in-place
+``torch.compile(ws.cycle, fullgraph=True, options=COMPILE_OPTIONS)`` (``{"cpp_wrapper": True}``: one graph, in
+place, its host-side wrapper in C++ as well; the compile itself, tens of seconds, is left out of the timing), beside the eager in-place
 cycle of the same workspace. Its state writes go into the state's own tensors (the episodic ring and table rows
 and the boundary refinement as operators, cogarch.memory._ops; the long-term update as one elementwise pass), and
 its batched matrix-vector products are fused loops rather than a BLAS call per example, so it runs faster than the
@@ -43,8 +43,8 @@ THREADS = {1: 1}  # batch -> torch threads; other batches use BATCHED_THREADS
 
 def cpu_name() -> str:
     """The CPU's model name (Linux /proc/cpuinfo; else what platform reports): the figures differ between machines
-    (this project's 2-core boxes have been an Intel Xeon and an AMD EPYC, whose MKL batched small products are
-    several times slower), so each table says which one printed it."""
+    (this project's 2-core boxes have been an Intel Xeon and an AMD EPYC, on which MKL's batched small products are
+    slow), so each table says which one printed it."""
     try:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
@@ -112,7 +112,7 @@ def main() -> str:
                 lines.append(f"| {long_term} | {mode} | {batch} | {threads} | {rate:,.0f} | {rate * batch:,.0f} | {ref:,.0f} | {ref / rate:.0f} |")
     lines += [
         "",
-        "Compiled: `torch.compile(ws.cycle, fullgraph=True, dynamic=False, options={\"cpp_wrapper\": True})` "
+        f"Compiled: `torch.compile(ws.cycle, fullgraph=True, dynamic=False, options={COMPILE_OPTIONS})` "
         "(outer_product, in place) against the eager in-place cycle of the same workspace, timed one after the other:\n",
         "| batch | threads | eager cycles/s | compiled cycles/s | compiled item-cycles/s | compiled / eager |",
         "|---:|---:|---:|---:|---:|---:|",

@@ -147,8 +147,10 @@ class OuterProductMemory(nn.Module):
         count = state.count * f + n_new
         # M f + rate sum_k v_k k_k^T: the (B, d, d) matrix dominates the cost at large batch. With ``inplace`` (no
         # autograd: an in-place write would break the graph) it is written into state.matrix.
-        grad = torch.is_grad_enabled()
-        if torch.compiler.is_compiling() and not grad:
+        grad, compiling = torch.is_grad_enabled(), torch.compiler.is_compiling()
+        if not compiling:  # the sum over the items as one batched matmul (B, d, k) @ (B, k, d)
+            matrix = consolidate(state.matrix, values, unit(raw_keys), f, self.rate, inplace=inplace and not grad)
+        elif not grad:
             # Compiled: one elementwise pass, M f + sum_k (rate v_k / |W_k x_k|) (W_k x_k)^T with the k terms
             # spelled out, which the compiler fuses into a single read and write of M (of the state's own tensor
             # when in place). The key's norm rides on the value, a number per row, so the pass has no division
@@ -158,12 +160,9 @@ class OuterProductMemory(nn.Module):
             for j in range(k):
                 update = update + rows[:, j, :, None] * raw_keys[:, j, None, :]
             matrix = state.matrix.copy_(update) if inplace else update
-        else:  # the sum over the items as one batched matmul (B, d, k) @ (B, k, d)
-            keys = unit(raw_keys)  # (B, k, d)
-            if not torch.compiler.is_compiling():
-                matrix = consolidate(state.matrix, values, keys, f, self.rate, inplace=inplace and not grad)
-            else:  # compiled with autograd, no host sync: the faded copy, always
-                matrix = (state.matrix * f[:, None, None]).baddbmm_(values.transpose(1, 2), keys, alpha=self.rate)
+        else:  # compiled with autograd, no host sync: the faded copy, always
+            faded = state.matrix * f[:, None, None]
+            matrix = faded.baddbmm_(values.transpose(1, 2), unit(raw_keys), alpha=self.rate)
         return OuterProductState(matrix, count), {"count": count}
 
 

@@ -134,7 +134,6 @@ class WorkingMemory(nn.Module):
         # Fixed tie-break among equal scores (e.g. all free slots): lower index first, far below any
         # real score difference.
         self.register_buffer("tie_break", -1e-6 * torch.arange(slots, dtype=torch.float32), persistent=False)
-        # usage_penalty * (1 - stale / 2) for each age rank (0 = most recent), stale = rank / (K - 1)
         # earlier[j, i] = 1: slot i precedes slot j (the tie-break of equal ages in _age_rank, compiled)
         self.register_buffer("earlier", torch.ones(slots, slots).tril(-1), persistent=False)
         # usage_penalty * (1 - stale / 2) = usage_penalty - rank * resist_step (stale = rank / (K - 1); rank 0 =
