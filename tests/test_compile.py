@@ -88,6 +88,31 @@ def test_the_compiled_paths_equal_the_eager_ones(monkeypatch, inplace, graph_row
     assert (sum(calls) > 0) == (graph_rows < 3), calls
 
 
+def test_the_compiled_long_term_paths_leave_masked_items_out(monkeypatch):
+    # in the workspace a masked winner is a zero vector, which adds nothing either way: here they are not zero
+    torch.manual_seed(0)
+    mem = OuterProductMemory(D, capacity=8)
+    for lin in (mem.key, mem.value, mem.query):  # not the identity: each projection's place in the formula counts
+        torch.nn.init.normal_(lin.weight, std=D**-0.5)
+    xs, query = torch.randn(2, 3, 4, D), torch.randn(3, D)
+    mask = torch.tensor([[True, False, True, True], [False, False, False, False], [True, True, True, True]])
+
+    def run():
+        with torch.inference_mode():
+            state, reads = mem.initial_state(3), []
+            for x in xs:
+                state, _ = mem.receive(state, x, mask)
+                reads.append(mem.read(state, query))
+            return [*state, *reads]
+
+    eager = run()
+    torch.compile(lambda x: x + 1, backend="eager", fullgraph=True)(torch.ones(1))  # see the test above
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    for e, c in zip(eager, run()):
+        assert torch.allclose(e, c, atol=1e-5), (e, c)
+    assert not eager[0][1].any()  # the stream with every item masked stored nothing
+
+
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # torch's own, while compiling

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cogarch.memory._ops import define_op, matvec, unit
+from cogarch.memory._ops import define_op, matvec, matvec_unit, unit
 
 __all__ = ["EpisodicMemory", "EpisodicState", "split_modularity"]
 
@@ -399,12 +399,17 @@ class EpisodicMemory(nn.Module):
         M, d = self.max_events, self.dim
         ids = state.event_rows  # (B, M)
         closed = (ids >= 0) & ((ids < state.cur_event[:, None]) | ~state.is_open[:, None])  # (B, M)
-        q = unit(F.linear(query, self.query_proj.weight))  # (B, d)
-        # cosine to the event mean = (sum . q) / |sum|: the norms divide the (B, M) scores, not the sums. The
-        # product runs over the whole contiguous table rows (B, M, d + 1) with q padded by a 0 for the count
-        # column (a strided (B, M, d) slice would be copied first)
-        dots = matvec(state.event_stats, F.pad(q, (0, 1)))  # (B, M)
-        cosine = dots / torch.linalg.vector_norm(state.event_stats[..., :d], dim=-1).clamp_min(1e-12)  # (B, M)
+        q = F.linear(query, self.query_proj.weight)  # (B, d)
+        sums = state.event_stats[..., :d]  # (B, M, d)
+        # cosine to the event mean = (sum . q) / (|sum| |q|): the sums' norms divide the (B, M) scores, not the
+        # sums. Compiled for inference, so does q's (matvec_unit), and the product over the sums is fused with their
+        # norms (one pass over the table); eager, the product runs over the whole contiguous rows (B, M, d + 1)
+        # with unit(q) padded by a 0 for the count column, as the BLAS call would copy a strided (B, M, d) slice
+        if torch.compiler.is_compiling() and not torch.is_grad_enabled():
+            dots = matvec_unit(sums, q)  # (B, M)
+        else:
+            dots = matvec(state.event_stats, F.pad(unit(q), (0, 1)))  # (B, M)
+        cosine = dots / torch.linalg.vector_norm(sums, dim=-1).clamp_min(1e-12)  # (B, M)
         top_scores, top_rows = torch.where(closed, cosine, float("-inf")).topk(self.top_k_events, dim=-1)
         top_ok = torch.isfinite(top_scores)  # (B, k_s)
         B = ids.shape[0]
