@@ -136,11 +136,9 @@ class OuterProductMemory(nn.Module):
         autograd) M is updated in the given state's tensor (no copy; ``state`` is consumed)."""
         B, k, _ = broadcast.shape
         raw_keys = F.linear(broadcast, self.key.weight)  # (B, k, d)
-        values = F.linear(broadcast, self.value.weight)  # (B, k, d)
         if mask is None:
             n_new = broadcast.new_full((B,), self.rate * k)  # (B,)
         else:
-            values = values * mask.unsqueeze(-1)  # a masked item adds nothing
             n_new = self.rate * mask.sum(-1).to(broadcast.dtype)  # (B,)
         f = _fade(state.count, n_new, self.decay, self.capacity)  # (B,)
         count = state.count * f + n_new
@@ -148,7 +146,8 @@ class OuterProductMemory(nn.Module):
         # autograd: an in-place write would break the graph) it is written into state.matrix.
         grad, compiling = torch.is_grad_enabled(), torch.compiler.is_compiling()
         if not compiling:  # the sum over the items as one batched matmul (B, d, k) @ (B, k, d)
-            matrix = consolidate(state.matrix, values, unit(raw_keys), f, self.rate, inplace=inplace and not grad)
+            matrix = consolidate(state.matrix, self._values(broadcast, mask), unit(raw_keys), f, self.rate,
+                                 inplace=inplace and not grad)
         elif not grad:
             # Compiled: one elementwise pass, M f + sum_k (rate v_k / |W_k x_k|) (W_k x_k)^T with the k terms
             # spelled out, which the compiler fuses into a single read and write of M (of the state's own tensor
@@ -164,8 +163,13 @@ class OuterProductMemory(nn.Module):
             matrix = state.matrix.copy_(update) if inplace else update
         else:  # compiled with autograd, no host sync: the faded copy, always
             faded = state.matrix * f[:, None, None]
-            matrix = faded.baddbmm_(values.transpose(1, 2), unit(raw_keys), alpha=self.rate)
+            matrix = faded.baddbmm_(self._values(broadcast, mask).transpose(1, 2), unit(raw_keys), alpha=self.rate)
         return OuterProductState(matrix, count), {"count": count}
+
+    def _values(self, broadcast: Tensor, mask: Tensor | None) -> Tensor:
+        """W_v x of the broadcast items (B, k, d); a masked item's is zero (it adds nothing)."""
+        values = F.linear(broadcast, self.value.weight)
+        return values if mask is None else values * mask.unsqueeze(-1)
 
 
 class TripleState(NamedTuple):
