@@ -40,8 +40,8 @@ def matvec_unit(x: Tensor, v: Tensor, eps: float = 1e-12) -> Tensor:
 
     Compiled for inference, the normalisation divides the (B, n) product instead of v (the same numbers up to
     rounding): written as ``unit(v)`` inside the product, the compiler inlines it into the pass over x, a square
-    root and a vector division for every 16 elements of x, which halved the speed of the long-term read at batch
-    256. Eager (and under autograd), v is normalised first, one small tensor."""
+    root and a vector division for every 16 elements of x (so the generated C++ of the compiled long-term read
+    did). Eager (and under autograd), v is normalised first, one small tensor."""
     if not torch.compiler.is_compiling() or torch.is_grad_enabled():
         return matvec(x, unit(v, eps))
     return matvec(x, v) / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(eps)
