@@ -15,6 +15,11 @@ and the boundary refinement as operators, cogarch.memory._ops; the long-term upd
 its batched matrix-vector products are fused loops rather than a BLAS call per example, so it runs faster than the
 eager cycle at every batch size.
 
+The last table runs the compiled batch-256 cycle in one process on the batched threads, then as many single-thread
+processes side by side, each with its own 256 streams, timed over the same seconds: the same cores used as a
+sweep of that many jobs on hydra's joblib launcher uses them (one torch thread per job). The sum of their
+item-cycles/s is the machine's; the ratio says how much of the cores one multi-threaded process leaves unused.
+
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +45,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "2.0"))
 BATCHES = (1, 64, 256)
 BATCHED_THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 THREADS = {1: 1}  # batch -> torch threads; other batches use BATCHED_THREADS
+SIDE_BY_SIDE_BATCH = 256  # the batch of each single-thread process in the side-by-side row
 
 
 def cpu_name() -> str:
@@ -89,6 +96,49 @@ def reference_ops_per_s(batch: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def compiled_cycle(ws: Workspace):
+    return torch.compile(ws.cycle, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
+
+
+def worker(batch: int) -> None:
+    """One process of the side-by-side row (``--worker BATCH``): one torch thread, the compiled in-place cycle,
+    warmed up; prints ``ready``, waits for a line on stdin, then times the cycle and prints its cycles/s."""
+    torch.set_num_threads(1)
+    ws = workspace("outer_product")
+    cycle = compiled_cycle(ws)
+    with torch.inference_mode():  # compile and warm up before the common start
+        state, inputs = ws.initial_state(batch), torch.randn(4, batch, 1, DIM)
+        for t in range(10):
+            state, _ = cycle(state, inputs[t % 4], inplace=True)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(cycles_per_s(ws, batch, True, cycle), flush=True)
+
+
+def side_by_side(processes: int, batch: int) -> list[float]:
+    """Cycles/s of ``processes`` single-thread processes, each running its own batch of ``batch`` streams, timed
+    over the same seconds (all are compiled and warmed up first, then started together): how a sweep of as many
+    jobs side by side (hydra's joblib launcher, one torch thread per job on as many cores) uses the machine."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(batch)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+             for _ in range(processes)]
+    try:
+        for p in procs:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"a side-by-side worker failed before timing (exit code {p.wait()}); run "
+                                   f"`{sys.executable} {__file__} --worker {batch}` to see its error")
+        for p in procs:  # the go signal
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        return [float(p.stdout.readline()) for p in procs]
+    finally:
+        for p in procs:  # (finished after printing; killed if another one failed)
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
 def main() -> str:
     composition = ", ".join(f"{group}={option}" for group, option in COMPOSITION.items())
     lines = [
@@ -118,16 +168,39 @@ def main() -> str:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     ws = workspace("outer_product")
-    compiled = torch.compile(ws.cycle, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
+    compiled = compiled_cycle(ws)
     for batch in (1, 16, 64, 256):  # (one compile per batch size)
         threads = THREADS.get(batch, BATCHED_THREADS)
         torch.set_num_threads(threads)
         eager, fast = cycles_per_s(ws, batch, True), cycles_per_s(ws, batch, True, compiled)
         lines.append(f"| {batch} | {threads} | {eager:,.0f} | {fast:,.0f} | {fast * batch:,.0f} | {fast / eager:.2f} |")
+    # The same cores as separate processes: the compiled batch-256 cycle in one process on BATCHED_THREADS
+    # threads, against as many single-thread processes side by side, each with its own batch of 256, timed
+    # right after it.
+    batch, n = SIDE_BY_SIDE_BATCH, BATCHED_THREADS
+    torch.set_num_threads(n)
+    one = cycles_per_s(ws, batch, True, compiled) * batch
+    rates = side_by_side(n, batch)
+    total = sum(rates) * batch
+    lines += [
+        "",
+        f"The same {n} cores as {n} processes side by side (one torch thread each, the compiled in-place cycle at "
+        f"batch {batch} in each, timed over the same seconds; as a sweep of {n} jobs on hydra's joblib launcher "
+        f"runs) against one process on {n} threads:\n",
+        "| setup | item-cycles/s | per process |",
+        "|---|---:|---|",
+        f"| 1 process, {n} threads, batch {batch} | {one:,.0f} | |",
+        f"| {n} processes, 1 thread each, batch {batch} each | {total:,.0f} | "
+        + " / ".join(f"{r * batch:,.0f}" for r in rates) + " |",
+        f"| ratio | {total / one:.2f} | |",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     return text
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    if sys.argv[1:2] == ["--worker"]:
+        worker(int(sys.argv[2]))
+    else:
+        sys.exit(0 if main() else 1)
