@@ -15,10 +15,11 @@ and the boundary refinement as operators, cogarch.memory._ops; the long-term upd
 its batched matrix-vector products are fused loops rather than a BLAS call per example, so it runs faster than the
 eager cycle at every batch size.
 
-The last table runs the compiled batch-256 cycle in one process on the batched threads, then as many single-thread
-processes side by side, each with its own 256 streams, timed over the same seconds: the same cores used as a
-sweep of that many jobs on hydra's joblib launcher uses them (one torch thread per job). The sum of their
-item-cycles/s is the machine's; the ratio says how much of the cores one multi-threaded process leaves unused.
+The last table sets the compiled batch-256 cycle in one process on the batched threads (the row above it) against
+as many single-thread processes side by side, timed right after it, each with its own 256 streams, over the same
+seconds: the same cores used as a sweep of that many jobs on hydra's joblib launcher uses them (one torch thread
+per job). The sum of their item-cycles/s is the machine's; the ratio says how much of the cores one
+multi-threaded process leaves unused.
 
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
 """
@@ -102,14 +103,12 @@ def compiled_cycle(ws: Workspace):
 
 def worker(batch: int) -> None:
     """One process of the side-by-side row (``--worker BATCH``): one torch thread, the compiled in-place cycle,
-    warmed up; prints ``ready``, waits for a line on stdin, then times the cycle and prints its cycles/s."""
+    compiled; prints ``ready``, waits for a line on stdin, then times the cycle and prints its cycles/s."""
     torch.set_num_threads(1)
     ws = workspace("outer_product")
     cycle = compiled_cycle(ws)
-    with torch.inference_mode():  # compile and warm up before the common start
-        state, inputs = ws.initial_state(batch), torch.randn(4, batch, 1, DIM)
-        for t in range(10):
-            state, _ = cycle(state, inputs[t % 4], inplace=True)
+    with torch.inference_mode():  # compile before the common start (cycles_per_s warms up after it)
+        cycle(ws.initial_state(batch), torch.randn(batch, 1, DIM), inplace=True)
     print("ready", flush=True)
     sys.stdin.readline()
     print(cycles_per_s(ws, batch, True, cycle), flush=True)
@@ -168,18 +167,18 @@ def main() -> str:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     ws = workspace("outer_product")
-    compiled = compiled_cycle(ws)
-    for batch in (1, 16, 64, 256):  # (one compile per batch size)
+    compiled, fast = compiled_cycle(ws), {}
+    for batch in (1, 16, 64, SIDE_BY_SIDE_BATCH):  # (one compile per batch size)
         threads = THREADS.get(batch, BATCHED_THREADS)
         torch.set_num_threads(threads)
-        eager, fast = cycles_per_s(ws, batch, True), cycles_per_s(ws, batch, True, compiled)
-        lines.append(f"| {batch} | {threads} | {eager:,.0f} | {fast:,.0f} | {fast * batch:,.0f} | {fast / eager:.2f} |")
-    # The same cores as separate processes: the compiled batch-256 cycle in one process on BATCHED_THREADS
-    # threads, against as many single-thread processes side by side, each with its own batch of 256, timed
-    # right after it.
+        eager, fast[batch] = cycles_per_s(ws, batch, True), cycles_per_s(ws, batch, True, compiled)
+        lines.append(f"| {batch} | {threads} | {eager:,.0f} | {fast[batch]:,.0f} | {fast[batch] * batch:,.0f} "
+                     f"| {fast[batch] / eager:.2f} |")
+    # The same cores as separate processes: the compiled batch-256 cycle in one process on BATCHED_THREADS threads
+    # (the last row above, timed just before), against as many single-thread processes side by side, each with its
+    # own batch of 256.
     batch, n = SIDE_BY_SIDE_BATCH, BATCHED_THREADS
-    torch.set_num_threads(n)
-    one = cycles_per_s(ws, batch, True, compiled) * batch
+    one = fast[batch] * batch
     rates = side_by_side(n, batch)
     total = sum(rates) * batch
     lines += [
