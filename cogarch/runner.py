@@ -7,7 +7,8 @@ Results are written as the run goes, so an interrupted run keeps every finished 
   reward) when ``trace=True``;
 - ``snapshots/episode_XXXXXX.safetensors``: the agent's workspace state at the end of each episode
   (a :class:`cogarch.trace.MemorySnapshot`) when ``snapshots=True`` and the agent's state has a workspace;
-- ``summary.json``: the aggregate, rewritten after every episode.
+- ``summary.json``: the aggregate of the finished episodes, rewritten at most once a second while the run goes
+  (``SUMMARY_EVERY_S``) and when it ends; ``resume`` recomputes it from ``episodes.jsonl``.
 """
 
 from __future__ import annotations
@@ -15,48 +16,71 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from tqdm.auto import tqdm
 
 from cogarch.trace import TraceWriter, to_jsonable
 
 # Per-step keys of a cogarch env's info; everything else that reset returns describes the episode.
+SUMMARY_EVERY_S = 1.0  # how often summary.json is rewritten while a run goes (RunFiles)
 STEP_KEYS = {"oracle_action", "step", "phase", "supporting_facts", "accepted_actions", "answer_index", "tags"}
 
 
-def summarize(episodes: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
-    """Aggregate per-episode results into the summary the table prints."""
-    n = len(episodes)
-    steps = sum(e["steps"] for e in episodes)
-    successes = [e["success"] for e in episodes if e["success"] is not None]
-    answered = sum(e.get("answer_steps", 0) for e in episodes)
-    return {
-        "episodes": n,
-        "success_rate": (sum(successes) / len(successes)) if successes else None,
-        "answer_accuracy": sum(e.get("correct_steps", 0) for e in episodes) / answered if answered else None,
-        "mean_reward": (sum(e["reward"] for e in episodes) / n) if n else None,
-        "env_steps": steps,
-        "steps_per_s": steps / wall_s if wall_s > 0 else None,
-        "wall_s": wall_s,
-        **tag_accuracy(episodes),
-    }
+class Summary:
+    """The aggregate of the episode results added so far (what the run's table and ``summary.json`` show), kept as
+    running totals: adding an episode costs the same after a million episodes as after one.
 
+    ``as_dict(wall_s)`` gives ``episodes``, ``success_rate`` (over the episodes whose env reports success; None if
+    none does), ``answer_accuracy`` (correct answering steps / answering steps), ``mean_reward``, ``env_steps``,
+    ``steps_per_s``, ``wall_s`` and, per question tag (e.g. GraphTrace's ``edges_twice``), ``answer_steps_<tag>``
+    and ``answer_accuracy_<tag>``."""
 
-def tag_accuracy(episodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Answer accuracy within each tagged subset of the answer steps (a question's ``tags``, e.g. GraphTrace's
-    ``edges_twice``): ``answer_steps_<tag>`` (how many were scored) and ``answer_accuracy_<tag>``."""
-    counts: dict[str, list[int]] = {}
-    for e in episodes:
+    def __init__(self, episodes: Iterable[dict[str, Any]] = ()) -> None:
+        self.n, self.steps, self.answered, self.correct, self.successes, self.scored = 0, 0, 0, 0, 0, 0
+        self.reward: float = 0  # summed in episode order, as sum() would
+        self.tags: dict[str, list[int]] = {}  # tag -> [answered, correct]
+        for e in episodes:
+            self.add(e)
+
+    def add(self, e: dict[str, Any]) -> None:
+        """Count one episode result (a line of episodes.jsonl, see :func:`episode_result`)."""
+        self.n += 1
+        self.steps += e["steps"]
+        self.reward += e["reward"]
+        if e["success"] is not None:
+            self.scored += 1
+            self.successes += bool(e["success"])
+        self.answered += e.get("answer_steps", 0)
+        self.correct += e.get("correct_steps", 0)
         for tag, (answered, correct) in e.get("tag_steps", {}).items():
-            total = counts.setdefault(tag, [0, 0])
+            total = self.tags.setdefault(tag, [0, 0])
             total[0] += answered
             total[1] += correct
-    out: dict[str, Any] = {}
-    for tag, (answered, correct) in sorted(counts.items()):
-        out[f"answer_steps_{tag}"] = answered
-        out[f"answer_accuracy_{tag}"] = correct / answered if answered else None
-    return out
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.scored if self.scored else None
+
+    def as_dict(self, wall_s: float) -> dict[str, Any]:
+        out = {
+            "episodes": self.n,
+            "success_rate": self.success_rate,
+            "answer_accuracy": self.correct / self.answered if self.answered else None,
+            "mean_reward": self.reward / self.n if self.n else None,
+            "env_steps": self.steps,
+            "steps_per_s": self.steps / wall_s if wall_s > 0 else None,
+            "wall_s": wall_s,
+        }
+        for tag, (answered, correct) in sorted(self.tags.items()):
+            out[f"answer_steps_{tag}"] = answered
+            out[f"answer_accuracy_{tag}"] = correct / answered if answered else None
+        return out
+
+
+def summarize(episodes: Iterable[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """Aggregate per-episode results into the summary the table prints (:class:`Summary`)."""
+    return Summary(episodes).as_dict(wall_s)
 
 
 class Tally:
@@ -129,10 +153,10 @@ def run_episodes(
     files = RunFiles(out, trace, resume)
     if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
         agent.trace_cycles = trace
-    results: list[dict[str, Any]] = files.done[:episodes]
+    summary = Summary(files.done[:episodes])
     start = time.perf_counter()
-    bar = tqdm(range(len(results), episodes), desc="episodes", unit="ep", disable=not progress,
-               dynamic_ncols=True, initial=len(results), total=episodes)
+    bar = tqdm(range(summary.n, episodes), desc="episodes", unit="ep", disable=not progress,
+               dynamic_ncols=True, initial=summary.n, total=episodes)
     try:
         for i in bar:
             ep_seed = seed + i
@@ -156,14 +180,14 @@ def run_episodes(
                 save_snapshot(out, state, agent, i, ep_seed, steps)
             agent.end_episode(state)
             result = episode_result(i, ep_seed, steps, total, info, tally, truncated, meta)
-            results.append(result)
-            files.finished(results, time.perf_counter() - start)
-            rate = sum(bool(r["success"]) for r in results) / len(results)
-            bar.set_postfix(success=f"{rate:.3f}", refresh=False)  # redrawn at tqdm's own pace
+            summary.add(result)
+            files.finished(result, summary, time.perf_counter() - start)
+            if summary.success_rate is not None:  # redrawn at tqdm's own pace
+                bar.set_postfix(success=f"{summary.success_rate:.3f}", refresh=False)
     finally:
         bar.close()
         files.close()
-    return summarize(results, time.perf_counter() - start)
+    return summary.as_dict(time.perf_counter() - start)
 
 
 def finished_episodes(out: Path) -> list[dict[str, Any]]:
@@ -215,12 +239,17 @@ def save_snapshot(out: Path, state: Any, agent: Any, episode: int, seed: int, st
 class RunFiles:
     """The files of a run folder (module docstring), written as episodes finish; nothing when ``out`` is None.
 
-    ``trace`` is the TraceWriter of trace.jsonl (None without traces or folder); :meth:`finished` appends the
-    last of ``results`` to episodes.jsonl, flushes both files and rewrites summary.json."""
+    ``trace`` is the TraceWriter of trace.jsonl (None without traces or folder). :meth:`finished` appends an
+    episode's result to episodes.jsonl and flushes both files; ``summary.json`` is rewritten from ``summary`` at
+    most every ``SUMMARY_EVERY_S`` seconds (a file rewrite per episode costs more than a short episode) and by
+    :meth:`close`, so a run killed outright has every finished episode in episodes.jsonl and a summary.json at
+    most that much older."""
 
     def __init__(self, out: Path | None, trace: bool, resume: bool = False):
         self.out, self.episodes, self.trace = out, None, None
         self.done: list[dict[str, Any]] = []  # with ``resume``: the episodes an earlier run finished
+        self._written_at: float | None = None  # when summary.json was last rewritten (None: not yet)
+        self._pending: tuple[Summary, float] | None = None  # a summary not written yet, with its wall time
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             if resume:
@@ -229,16 +258,28 @@ class RunFiles:
             self.episodes = open(out / "episodes.jsonl", mode)
             self.trace = TraceWriter(out / "trace.jsonl", append=bool(self.done), flush_each=False) if trace else None
 
-    def finished(self, results: list[dict[str, Any]], wall_s: float) -> None:
+    def finished(self, result: dict[str, Any], summary: Summary, wall_s: float) -> None:
+        """Write one finished episode's ``result``; ``summary`` already counts it."""
         if self.episodes is None:
             return
-        self.episodes.write(json.dumps(to_jsonable(results[-1])) + "\n")
+        self.episodes.write(json.dumps(to_jsonable(result)) + "\n")
         self.episodes.flush()
         if self.trace is not None:
             self.trace.flush()
-        (self.out / "summary.json").write_text(json.dumps(to_jsonable(summarize(results, wall_s)), indent=2) + "\n")
+        self._pending = (summary, wall_s)
+        now = time.monotonic()
+        if self._written_at is None or now - self._written_at >= SUMMARY_EVERY_S:
+            self._write_summary(now)
+
+    def _write_summary(self, now: float) -> None:
+        summary, wall_s = self._pending
+        (self.out / "summary.json").write_text(json.dumps(to_jsonable(summary.as_dict(wall_s)), indent=2) + "\n")
+        self._pending, self._written_at = None, now
 
     def close(self) -> None:
+        """Close the files, writing the summary of the last finished episodes if it is not written yet."""
+        if self._pending is not None:
+            self._write_summary(time.monotonic())
         for f in (self.episodes, self.trace):
             if f is not None:
                 f.close()

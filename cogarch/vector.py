@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cogarch.runner import RunFiles, Tally, episode_result, run_episodes, save_snapshot, summarize
+from cogarch.runner import RunFiles, Summary, Tally, episode_result, run_episodes, save_snapshot
 
 
 def run_episodes_vectorized(
@@ -62,9 +62,9 @@ def run_episodes_vectorized(
     obs, info, run = [None] * n, [None] * n, [None] * n  # run: that episode's tallies and trace lines
     state = agent.initial_state(seed=seed, batch_size=n)
     finished: dict[int, tuple[dict, list]] = {}  # episode -> (result, trace lines), waiting to be written
-    results: list[dict[str, Any]] = files.done[:episodes]
-    next_episode, start = len(results), time.perf_counter()
-    bar = tqdm(total=episodes, initial=len(results), desc=f"episodes x{n} envs", unit="ep", disable=not progress,
+    summary = Summary(files.done[:episodes])
+    next_episode, start = summary.n, time.perf_counter()
+    bar = tqdm(total=episodes, initial=summary.n, desc=f"episodes x{n} envs", unit="ep", disable=not progress,
                dynamic_ncols=True)
 
     def begin(i: int) -> bool:
@@ -81,12 +81,12 @@ def run_episodes_vectorized(
 
     def write_ready() -> None:
         """Write the finished episodes that follow the last written one, in episode order."""
-        while len(results) in finished:
-            result, lines = finished.pop(len(results))
+        while summary.n in finished:
+            result, lines = finished.pop(summary.n)
             for rec, extra in lines if files.trace is not None else ():
                 files.trace.write(rec, episode=result["episode"], **extra)
-            results.append(result)
-            files.finished(results, time.perf_counter() - start)
+            summary.add(result)
+            files.finished(result, summary, time.perf_counter() - start)
 
     try:
         state = agent.reset_rows(state, torch.tensor([begin(i) for i in range(n)]))
@@ -117,9 +117,9 @@ def run_episodes_vectorized(
                     restart[i] = begin(i)
             state = agent.reset_rows(state, restart)
             write_ready()
-            if results:
-                bar.set_postfix(success=f"{sum(bool(r['success']) for r in results) / len(results):.3f}", refresh=False)
+            if summary.success_rate is not None:
+                bar.set_postfix(success=f"{summary.success_rate:.3f}", refresh=False)
     finally:
         bar.close()
         files.close()
-    return summarize(results, time.perf_counter() - start)
+    return summary.as_dict(time.perf_counter() - start)
