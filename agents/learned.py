@@ -92,7 +92,8 @@ class LearnedAgent:
         """``act`` for B envs at once (row b of ``state`` plays env b): B actions, the next state, and the
         cycle records of each row. Reading steps answer ``<none>``; answers are the argmax over the env's
         symbols (never ``<none>`` or ``?``)."""
-        self.model.eval()
+        if self.model.training:  # eval() walks every submodule: not once per step
+            self.model.eval()
         facts = torch.as_tensor(np.stack([self.env_map.facts(o["fact"]) for o in obs]))  # (B, 3)
         phase = torch.tensor([int(o["phase"]) for o in obs])  # (B,)
         text = [o.get("text") for o in obs]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,11 @@ class CycleRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict; fields left None are dropped to keep baseline traces small."""
-        return {k: v for k, v in asdict(self).items() if v is not None and (k != "extra" or v)}
+        """A JSON-ready dict (fresh containers, see :func:`to_jsonable`); fields left None are dropped to keep
+        baseline traces small. (Not ``dataclasses.asdict``: its deep copy, then the JSON copy, cost as much as
+        the rest of writing a trace line.)"""
+        return to_jsonable({f.name: v for f in fields(self)
+                            if (v := getattr(self, f.name)) is not None and (f.name != "extra" or v)})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CycleRecord":
@@ -70,9 +73,17 @@ class CycleRecord:
         return cycle_html(self)
 
 
+_PLAIN = (str, int, bool, type(None))  # JSON values as they are (exact types: numpy's subclasses go below)
+
+
 def to_jsonable(value: Any) -> Any:
     """A plain-JSON copy of ``value``: numpy scalars and arrays become Python values, sets sorted lists, and
     NaN/inf strings (JSON cannot hold them), so a poisoned cycle is visible in the trace, not fatal."""
+    kind = type(value)
+    if kind is float:  # the common cases first: a trace line is mostly floats (logits, weights, scores)
+        return value if math.isfinite(value) else str(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -100,8 +111,8 @@ class TraceWriter:
         self._flush_each = flush_each
 
     def write(self, record: CycleRecord | dict[str, Any], **context: Any) -> None:
-        data = record.to_json() if isinstance(record, CycleRecord) else dict(record)
-        self._file.write(json.dumps(to_jsonable({**context, **data})) + "\n")
+        data = record.to_json() if isinstance(record, CycleRecord) else to_jsonable(dict(record))
+        self._file.write(json.dumps({**to_jsonable(context), **data}) + "\n")
         if self._flush_each:
             self._file.flush()
 
