@@ -346,44 +346,58 @@ class Workspace(nn.Module):
         """One :class:`CycleRecord` per batch row of a cycle's output, decoded into words when an index
         layer (with ``decode_triple`` and ``names``) is given."""
         sel, B = out.selection, out.logits.shape[0]
-        decode = None
-        if index_layer is not None:
-            def decode(vectors: Tensor) -> list[list[str]]:  # (m, d) -> m decoded (s, p, o) triples
-                if len(vectors) == 0:
-                    return []
-                ids, _ = index_layer.decode_triple(vectors)
-                return [list(t) for t in index_layer.names(ids)]
+        # every tensor goes to Python once for the whole batch (per-row .tolist() calls cost more than the rows)
+        valid = sel.winner_mask.tolist()
+        winners = [[w for w, ok in zip(row, oks) if ok] for row, oks in zip(sel.winners.tolist(), valid)]
+        weights = [[x for x, ok in zip(row, oks) if ok] for row, oks in zip(sel.weights.tolist(), valid)]
+        scores, surprise, logits = sel.scores.tolist(), out.surprise.tolist(), out.logits.tolist()
+        receipt = out.receipts.get("working", {})
+        writes = receipt["write_weights"].tolist() if "write_weights" in receipt else None
+        reads = {src: info["read_weights"].tolist() for src, info in out.proposals.items() if "read_weights" in info}
+        episodic = out.receipts.get("episodic", {})
+        boundary = episodic["boundary"].tolist() if "boundary" in episodic else None
+        surprises = {f"{src}.surprise": info["surprise"].tolist() for src, info in out.receipts.items()
+                     if "surprise" in info}
+        poisoned = out.poisoned.any(-1).tolist() if out.poisoned is not None else [False] * B
+        steps = step.tolist() if isinstance(step, Tensor) else step
         working = [i for i, s in enumerate(out.sources) if s == "working"]
-        records = []
+        concepts = None
+        if index_layer is not None:  # the winners and working-memory slots of all rows, decoded in one call
+            rows = [b for b in range(B) for _ in range(len(winners[b]) + len(working))]
+            cols = [c for b in range(B) for c in (*winners[b], *working)]
+            concepts = []
+            if rows:
+                ids, _ = index_layer.decode_triple(out.candidates[rows, cols])
+                concepts = [list(t) for t in index_layer.names(ids)]
+            used = out.candidate_mask[:, working].tolist() if working else [[]] * B
+        records, at = [], 0
         for b in range(B):
-            valid = sel.winner_mask[b]
-            winners = sel.winners[b][valid].tolist()
             rec = dict(
-                candidates=[{"source": s, "score": _finite(v)} for s, v in zip(out.sources, out.selection.scores[b].tolist())],
-                winners=winners,
-                winner_sources=[out.sources[w] for w in winners],
-                winner_weights=sel.weights[b][valid].tolist(),
-                surprise=float(out.surprise[b]),
-                action_logits=out.logits[b].tolist(),
+                candidates=[{"source": s, "score": _finite(v)} for s, v in zip(out.sources, scores[b])],
+                winners=winners[b],
+                winner_sources=[out.sources[w] for w in winners[b]],
+                winner_weights=weights[b],
+                surprise=surprise[b],
+                action_logits=logits[b],
             )
-            if decode is not None:
-                rec["winner_concepts"] = decode(out.candidates[b, winners])
+            if concepts is not None:
+                n = len(winners[b])
+                rec["winner_concepts"] = concepts[at:at + n]
                 if working:
-                    slots = decode(out.candidates[b, working])
-                    rec["slot_concepts"] = [c if out.candidate_mask[b, i] else None for c, i in zip(slots, working)]
-            receipt = out.receipts.get("working", {})
-            if "write_weights" in receipt:
-                rec["write_weights"] = receipt["write_weights"][b].tolist()
-            reads = {src: info["read_weights"][b].tolist() for src, info in out.proposals.items() if "read_weights" in info}
+                    slots = concepts[at + n:at + n + len(working)]
+                    rec["slot_concepts"] = [c if ok else None for c, ok in zip(slots, used[b])]
+                at += n + len(working)
+            if writes is not None:
+                rec["write_weights"] = writes[b]
             if reads:
-                rec["read_weights"] = reads
-            if "boundary" in out.receipts.get("episodic", {}):
-                rec["boundary"] = bool(out.receipts["episodic"]["boundary"][b])
-            extra = {f"{src}.surprise": float(info["surprise"][b]) for src, info in out.receipts.items() if "surprise" in info}
-            if out.poisoned is not None and bool(out.poisoned[b].any()):  # which sources proposed NaN / inf
+                rec["read_weights"] = {src: w[b] for src, w in reads.items()}
+            if boundary is not None:
+                rec["boundary"] = bool(boundary[b])
+            extra = {name: values[b] for name, values in surprises.items()}
+            if poisoned[b]:  # which sources proposed NaN / inf
                 extra["nonfinite_candidates"] = [out.sources[i] for i in out.poisoned[b].nonzero().flatten().tolist()]
-            s = int(step[b]) if isinstance(step, Tensor) else int(step[b])
-            records.append(CycleRecord(step=s, cycle=cycle, action=None if actions is None else actions[b], extra=extra, **rec))
+            records.append(CycleRecord(step=int(steps[b]), cycle=cycle, action=None if actions is None else actions[b],
+                                       extra=extra, **rec))
         return records
 
 
