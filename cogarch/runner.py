@@ -149,6 +149,7 @@ def run_episodes(
     """
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
+    check_max_steps(max_steps)
     out = Path(out_dir) if out_dir is not None else None
     files = RunFiles(out, trace, resume)
     if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
@@ -188,6 +189,13 @@ def run_episodes(
         bar.close()
         files.close()
     return summary.as_dict(time.perf_counter() - start)
+
+
+def check_max_steps(max_steps: Any) -> None:
+    """Refuse a ``max_steps`` that is neither None (no limit) nor an integer >= 1 (0 or less would cut every
+    episode after its first step)."""
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps={max_steps!r} is out of range; allowed: null (no limit) or an integer >= 1")
 
 
 def finished_episodes(out: Path) -> list[dict[str, Any]]:

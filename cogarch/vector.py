@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cogarch.runner import RunFiles, Summary, Tally, episode_result, run_episodes, save_snapshot
+from cogarch.runner import RunFiles, Summary, Tally, check_max_steps, episode_result, run_episodes, save_snapshot
 
 
 def run_episodes_vectorized(
@@ -49,6 +49,7 @@ def run_episodes_vectorized(
         raise ValueError(f"episodes={episodes} must be >= 1")
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs={num_envs!r} is out of range; allowed: integer >= 1")
+    check_max_steps(max_steps)
     if not getattr(agent, "supports_batch", False):
         return run_episodes(make_env(), agent, episodes, seed, out_dir, trace=trace, progress=progress,
                             max_steps=max_steps, snapshots=snapshots, resume=resume)

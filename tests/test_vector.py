@@ -52,6 +52,19 @@ def test_num_envs_must_be_a_positive_integer():
         run_episodes_vectorized(lambda: None, None, 3, 0, 0)
 
 
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "10"])
+def test_max_steps_must_be_none_or_a_positive_integer(bad, tmp_path):
+    """max_steps=0 used to cut every episode after its first step, silently."""
+    env = gym.make("cogarch/GraphSearch-v0", num_vertices=8)
+    agent = RandomAgent(action_space=env.action_space)
+    for run in (lambda: run_episodes(env, agent, 2, 0, tmp_path, progress=False, max_steps=bad),
+                lambda: run_episodes_vectorized(lambda: env, agent, 2, 0, 2, tmp_path, progress=False, max_steps=bad)):
+        with pytest.raises(ValueError, match=r"max_steps=.* allowed: null \(no limit\) or an integer >= 1"):
+            run()
+    assert not (tmp_path / "episodes.jsonl").exists()  # refused before any file is written
+    assert run_episodes(env, agent, 2, 0, None, progress=False, max_steps=1)["env_steps"] == 2
+
+
 def test_cli_num_envs_writes_the_same_episodes(tmp_path):
     import subprocess
     import sys
