@@ -29,6 +29,7 @@ def _run(cfg) -> dict:
     from cogarch.runner import format_table, run_episodes
 
     _check_seed(cfg)
+    _check_flags(cfg, "trace", "snapshots", "progress", "resume")
     if not isinstance(cfg.episodes, int) or cfg.episodes < 1:
         raise ValueError(f"episodes={cfg.episodes!r} must be an integer >= 1")
     resume = bool(cfg.get("resume", False))
@@ -104,6 +105,16 @@ def _check_seed(cfg) -> None:
         raise ValueError(f"seed={cfg.seed!r} must be an integer >= 0")
 
 
+def _check_flags(cfg, *keys: str) -> None:
+    """Refuse a switch that is neither true nor false (``trace=maybe`` would otherwise count as on)."""
+    from omegaconf import OmegaConf
+
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{key}={value!r} is not allowed; allowed: true or false")
+
+
 def _run_dir(cfg) -> Path:
     """The hydra run folder, with the resolved config written into it."""
     from hydra.core.hydra_config import HydraConfig
@@ -119,6 +130,7 @@ def _train(cfg) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
     _check_seed(cfg)
+    _check_flags(cfg, "progress", "train.resume")
     choices = HydraConfig.get().runtime.choices
     return _train_from(cfg, _run_dir(cfg), {"env": choices.get("env"), "agent": choices.get("agent")})
 
@@ -170,6 +182,7 @@ def _eval(cfg) -> list:
     from hydra.core.hydra_config import HydraConfig
 
     _check_seed(cfg)
+    _check_flags(cfg, "trace", "progress")
     return _eval_in(cfg, _run_dir(cfg), HydraConfig.get().runtime.choices.get("env"))
 
 

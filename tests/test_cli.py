@@ -76,6 +76,15 @@ def test_out_of_range_kwarg_and_bad_episodes_fail_clearly(tmp_path):
     assert res.returncode != 0 and "episodes" in res.stderr + res.stdout
 
 
+def test_switches_that_are_not_true_or_false_are_refused(tmp_path):
+    """``trace=maybe`` used to count as on; a switch is true or false."""
+    for args, key in ((("run", "trace=maybe"), "trace='maybe'"), (("run", "resume=1"), "resume=1"),
+                      (("train", "train.resume=no"), "train.resume='no'")):
+        res = cogarch(*args, f"hydra.run.dir={tmp_path / args[0]}", check=False)
+        assert res.returncode != 0 and f"{key} is not allowed; allowed: true or false" in res.stderr + res.stdout
+    assert not (tmp_path / "run" / "episodes.jsonl").exists()
+
+
 def test_unknown_command_prints_usage():
     res = cogarch("fly", check=False)
     assert res.returncode == 2 and "usage: cogarch" in res.stderr
