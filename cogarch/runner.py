@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from cogarch.trace import TraceWriter, to_jsonable
 
-# Per-step keys of a cogarch env's info; everything else that reset returns describes the episode.
 SUMMARY_EVERY_S = 1.0  # how often summary.json is rewritten while a run goes (RunFiles)
+# Per-step keys of a cogarch env's info; everything else that reset returns describes the episode.
 STEP_KEYS = {"oracle_action", "step", "phase", "supporting_facts", "accepted_actions", "answer_index", "tags"}
 
 
@@ -181,7 +181,6 @@ def run_episodes(
                 save_snapshot(out, state, agent, i, ep_seed, steps)
             agent.end_episode(state)
             result = episode_result(i, ep_seed, steps, total, info, tally, truncated, meta)
-            summary.add(result)
             files.finished(result, summary, time.perf_counter() - start)
             if summary.success_rate is not None:  # redrawn at tqdm's own pace
                 bar.set_postfix(success=f"{summary.success_rate:.3f}", refresh=False)
@@ -267,7 +266,8 @@ class RunFiles:
             self.trace = TraceWriter(out / "trace.jsonl", append=bool(self.done), flush_each=False) if trace else None
 
     def finished(self, result: dict[str, Any], summary: Summary, wall_s: float) -> None:
-        """Write one finished episode's ``result``; ``summary`` already counts it."""
+        """Count one finished episode's ``result`` in ``summary`` and write it."""
+        summary.add(result)
         if self.episodes is None:
             return
         self.episodes.write(json.dumps(to_jsonable(result)) + "\n")

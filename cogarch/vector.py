@@ -86,7 +86,6 @@ def run_episodes_vectorized(
             result, lines = finished.pop(summary.n)
             for rec, extra in lines if files.trace is not None else ():
                 files.trace.write(rec, episode=result["episode"], **extra)
-            summary.add(result)
             files.finished(result, summary, time.perf_counter() - start)
 
     try:

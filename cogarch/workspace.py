@@ -363,8 +363,11 @@ class Workspace(nn.Module):
         working = [i for i, s in enumerate(out.sources) if s == "working"]
         concepts = None
         if index_layer is not None:  # the winners and working-memory slots of all rows, decoded in one call
-            rows = [b for b in range(B) for _ in range(len(winners[b]) + len(working))]
-            cols = [c for b in range(B) for c in (*winners[b], *working)]
+            rows, cols = [], []  # (row, candidate) of each vector to decode: a row's winners, then its slots
+            for b in range(B):
+                picked = (*winners[b], *working)
+                rows += [b] * len(picked)
+                cols += picked
             concepts = []
             if rows:
                 ids, _ = index_layer.decode_triple(out.candidates[rows, cols])

@@ -114,12 +114,10 @@ def test_summary_file_is_rewritten_at_most_every_interval_and_when_the_run_ends(
 
     files, summary = RunFiles(tmp_path, trace=False), Summary()
     for e in EPISODES[:3]:
-        summary.add(e)
         files.finished(e, summary, wall_s=1.0)
         clock[0] += 0.4 * runner.SUMMARY_EVERY_S
     assert len((tmp_path / "episodes.jsonl").read_text().splitlines()) == 3
     assert summary_episodes() == 1  # 0.8 intervals after the first write: not rewritten yet
-    summary.add(EPISODES[3])
     files.finished(EPISODES[3], summary, wall_s=1.5)  # 1.2 intervals after it
     assert summary_episodes() == 4
     files.close()
@@ -128,7 +126,6 @@ def test_summary_file_is_rewritten_at_most_every_interval_and_when_the_run_ends(
     (tmp_path / "summary.json").unlink()
     files, summary = RunFiles(tmp_path, trace=False), Summary()
     for e in EPISODES:  # the clock stands still: only the first episode's summary is written at once
-        summary.add(e)
         files.finished(e, summary, wall_s=1.0)
     assert summary_episodes() == 1
     files.close()
