@@ -19,7 +19,7 @@ from agents.workspace import WorkspaceAgent
 from cogarch.bottleneck import Bottleneck
 from cogarch.inspect import COLUMNS, load_run, snapshot_of
 from cogarch.inspect import plots
-from cogarch.inspect.anchors import anchor_hit, counterfactual_importance, replay
+from cogarch.inspect.anchors import anchor_hit, answer_kl, counterfactual_importance, replay
 from cogarch.inspect.html import words
 from cogarch.inspect.report import render, write_report
 from cogarch.memory.episodic import EpisodicMemory
@@ -230,6 +230,38 @@ def test_suppressing_the_supporting_fact_changes_the_answer_probability():
     # the cycle that read the answer's fact matters: without it the correct answer loses probability
     assert sum(d > 0.05 for d in drops) >= 4, drops
     assert hits >= 3
+
+
+def test_importance_is_the_kl_of_the_answer_distributions_and_reports_the_probability_drop():
+    env = gym.make("cogarch/StoryQA-v0", task=1)
+    agent = load_agent("story_qa", vocab=env.unwrapped.vocab)
+    base = replay(agent, env, 0)
+    assert len(base["log_probs"]) == 1 and np.isclose(np.exp(base["log_probs"][0]).sum(), 1.0)
+    table = counterfactual_importance(agent, env, 0, reading_only=True)
+    assert table.attrs["measure"] == "kl" and (table.importance == table.kl).all()
+    for row in table.head(3).itertuples():  # each row's figures are those of its own replay
+        cf = replay(agent, env, 0, {(row.step, row.cycle)})
+        assert row.p_correct == cf["p_correct"] and row.p_drop == base["p_correct"] - cf["p_correct"]
+        p, q = np.exp(base["log_probs"][0]), np.exp(cf["log_probs"][0])
+        assert np.isclose(row.kl, float(np.sum(p * np.log(p / q))))
+    assert (table.kl >= -1e-12).all() and table.kl.iloc[0] > 0.1  # the supporting fact moves the answer
+    by_p = counterfactual_importance(agent, env, 0, reading_only=True, measure="p_drop")
+    assert (by_p.importance == by_p.p_drop).all() and by_p.importance.is_monotonic_decreasing
+    assert anchor_hit(table, by="p_drop") == anchor_hit(by_p)
+    with pytest.raises(ValueError, match="measure='kld' is not one of"):
+        counterfactual_importance(agent, env, 0, measure="kld")
+    with pytest.raises(ValueError, match="by='p' is not one of"):
+        anchor_hit(table, by="p")
+
+
+def test_answer_kl():
+    a, b = np.log([0.7, 0.2, 0.1]), np.log([0.1, 0.2, 0.7])
+    assert answer_kl([a], [a]) == 0.0
+    assert np.isclose(answer_kl([a], [b]), 0.7 * np.log(7) + 0.1 * np.log(1 / 7))
+    assert np.isclose(answer_kl([a, a], [b, a]), answer_kl([a], [b]) / 2)  # the mean over answering steps
+    assert np.isnan(answer_kl([], []))
+    with pytest.raises(ValueError, match="answered 1 and 2 times"):
+        answer_kl([a], [a, b])
 
 
 def test_replay_refuses_an_agent_without_suppress():
