@@ -6,10 +6,10 @@ For each held-out episode (seeds 0, 1, ...), every reading cycle is suppressed i
 (cogarch.inspect.anchors.counterfactual_importance) and ranked by its counterfactual importance: as in Thought
 Anchors, the KL divergence of the answer distribution with the cycle suppressed from the one without
 (``--measure p_drop``: how much the probability of the correct answer drops; the bench prints the other
-measure's hit rates beside). "Top-ranked" = the top m reading cycles, m = the number of supporting facts bAbI names for the
-question (2 on task 2); an episode is a hit when every supporting fact's cycle is among them. Prints the
-fraction of hits over all episodes, and over the episodes the agent answered correctly, with the agent's
-accuracy (a counterfactual of an agent that does not know the answer says little).
+measure's hit rates beside). "Top-ranked" = the top m reading cycles, m = the number of supporting facts bAbI
+names for the question (2 on task 2); an episode is a hit when every supporting fact's cycle is among them.
+Prints the fraction of hits over all episodes, and over the episodes the agent answered correctly, with the
+agent's accuracy (a counterfactual of an agent that does not know the answer says little).
 
 Redundant evidence: bAbI names one sufficient set of supporting facts, not the necessary ones. "John got the
 football. John went to the kitchen. John dropped the football." names the move and the drop, yet without the drop

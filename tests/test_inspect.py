@@ -260,7 +260,7 @@ def test_answer_kl():
     assert np.isclose(answer_kl([a], [b]), 0.7 * np.log(7) + 0.1 * np.log(1 / 7))
     assert np.isclose(answer_kl([a, a], [b, a]), answer_kl([a], [b]) / 2)  # the mean over answering steps
     assert np.isnan(answer_kl([], []))
-    with pytest.raises(ValueError, match="answered 1 and 2 times"):
+    with pytest.raises(ValueError, match="answered 1 and 2 times; KL compares"):
         answer_kl([a], [a, b])
 
 

@@ -34,10 +34,10 @@ def replay(agent, env, seed: int, suppress: set[tuple[int, int]] = frozenset()) 
 
     Output: dict with ``p_correct`` (mean over answering steps of the probability of an accepted answer),
     ``p_steps`` that probability per answering step, ``log_probs`` the answer distribution per answering step
-    (numpy float64 log-probabilities over the symbols the agent may answer), ``correct`` (the agent's answers all accepted), ``facts``
-    (words of each step's observation), ``phases`` (0 reading / 1 answering per step), ``cycles`` the (step,
-    cycle) pairs played, ``supporting`` (the reading steps the env names as supporting facts, from the
-    answering steps' ``info["supporting_facts"]``).
+    (numpy float64 log-probabilities over the symbols the agent may answer), ``correct`` (the agent's answers
+    all accepted), ``facts`` (words of each step's observation), ``phases`` (0 reading / 1 answering per step),
+    ``cycles`` the (step, cycle) pairs played, ``supporting`` (the reading steps the env names as supporting
+    facts, from the answering steps' ``info["supporting_facts"]``).
     """
     import torch
 
@@ -64,7 +64,8 @@ def replay(agent, env, seed: int, suppress: set[tuple[int, int]] = frozenset()) 
             cycles += [(r.step, r.cycle) for r in records]
             if phase == 1:
                 supporting.update(int(s) for s in info.get("supporting_facts", ()))
-                logits = torch.as_tensor(records[-1].action_logits, dtype=torch.float64)[allowed]  # the last cycle acts
+                # the last cycle acts; float64, so that the KL of nearly equal distributions is not rounding
+                logits = torch.as_tensor(records[-1].action_logits, dtype=torch.float64)[allowed]
                 log_p = torch.log_softmax(logits, dim=-1)
                 log_probs.append(log_p.numpy())
                 p_steps.append(float(sum(log_p[int(a) - 2].exp() for a in accepted if a >= 2)))
@@ -76,7 +77,8 @@ def replay(agent, env, seed: int, suppress: set[tuple[int, int]] = frozenset()) 
         if saved_trace is not None:
             agent.trace_cycles = saved_trace
     return {"p_correct": float(np.mean(p_steps)) if p_steps else float("nan"), "p_steps": p_steps,
-            "log_probs": log_probs, "correct": all_ok, "facts": facts, "phases": phases, "cycles": cycles, "supporting": sorted(supporting)}
+            "log_probs": log_probs, "correct": all_ok, "facts": facts, "phases": phases, "cycles": cycles,
+            "supporting": sorted(supporting)}
 
 
 MEASURES = ("kl", "p_drop")  # what counterfactual_importance ranks by
@@ -86,7 +88,8 @@ def answer_kl(base: list[np.ndarray], other: list[np.ndarray]) -> float:
     """KL(base || other) of two replays' answer distributions (log-probabilities, one array per answering step),
     averaged over the answering steps; nan when there is none."""
     if len(base) != len(other):
-        raise ValueError(f"the replays answered {len(base)} and {len(other)} times; they must answer alike")
+        raise ValueError(f"the replays answered {len(base)} and {len(other)} times; KL compares the same "
+                         "answering steps")
     if not base:
         return float("nan")
     return float(np.mean([np.sum(np.exp(b) * (b - o)) for b, o in zip(base, other)]))
