@@ -19,7 +19,8 @@ The last table sets the compiled batch-256 cycle in one process on the batched t
 as many single-thread processes side by side, timed right after it, each with its own 256 streams, over the same
 seconds: the same cores used as a sweep of that many jobs on hydra's joblib launcher uses them (one torch thread
 per job). The sum of their item-cycles/s is the machine's; the ratio says how much of the cores one
-multi-threaded process leaves unused.
+multi-threaded process leaves unused. A last table says what the memories cost: the compiled batch-256 cycle with
+the episodic memory left out, then the long-term memory as well, beside the full composition.
 
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
 """
@@ -66,11 +67,35 @@ def component(group: str, option: str):
     return instantiate(node.node)
 
 
-def workspace(long_term: str) -> Workspace:
+def workspace(long_term: str, episodic: str | None = None) -> Workspace:
+    """The configured composition with ``long_term`` (and ``episodic``, default the configured one); the option
+    ``none`` leaves that memory out."""
     torch.manual_seed(0)
-    memories = [component("working", COMPOSITION["working"]), component("long_term", long_term),
-                component("episodic", COMPOSITION["episodic"])]
+    options = [("working", COMPOSITION["working"]), ("long_term", long_term),
+               ("episodic", episodic or COMPOSITION["episodic"])]
+    memories = [component(group, option) for group, option in options if option != "none"]
     return Workspace(DIM, component("bottleneck", COMPOSITION["bottleneck"]), MotorHead(DIM, ACTIONS), memories)
+
+
+# The compositions of the cost table: each memory of the configured one left out in turn (long_term, episodic)
+ABLATIONS = (("outer_product", None), ("outer_product", "none"), ("none", "none"))
+ROUNDS = 3  # the ablation table times its compositions in turn, this many rounds, and reports each one's median
+
+
+def composition_costs(batch: int) -> list[tuple[str, float]]:
+    """Item-cycles/s of the compiled in-place cycle at ``batch`` for each composition of ABLATIONS: all compiled
+    first, then timed in turn, ROUNDS rounds (the machine's speed drifts; alternating spreads the drift over
+    all of them), the median of each."""
+    torch._dynamo.reset()  # the cycles compiled before (one code object, Workspace.cycle) count to its recompile limit
+    runs = []
+    for long_term, episodic in ABLATIONS:
+        ws = workspace(long_term, episodic)
+        label = f"long_term={long_term}, episodic={episodic or COMPOSITION['episodic']}"
+        runs.append((label, ws, compiled_cycle(ws), []))
+    for _ in range(ROUNDS):
+        for _, ws, cycle, rates in runs:
+            rates.append(cycles_per_s(ws, batch, True, cycle) * batch)
+    return [(label, sorted(rates)[len(rates) // 2]) for label, _, _, rates in runs]
 
 
 @torch.inference_mode()
@@ -193,6 +218,15 @@ def main() -> str:
         + " / ".join(f"{r * batch:,.0f}" for r in rates) + " |",
         f"| ratio | {total / one:.2f} | |",
     ]
+    costs = composition_costs(SIDE_BY_SIDE_BATCH)
+    full = costs[0][1]
+    lines += [
+        "",
+        f"What the memories cost: the compiled in-place cycle at batch {SIDE_BY_SIDE_BATCH} on {n} threads with the "
+        f"memories left out in turn (all compiled first, then timed in turn, {ROUNDS} rounds, the median of each):\n",
+        "| composition (working=slots, bottleneck=k4) | item-cycles/s | time per cycle against the full composition |",
+        "|---|---:|---:|",
+    ] + [f"| {label} | {rate:,.0f} | {full / rate:.2f} |" for label, rate in costs]
     text = "\n".join(lines) + "\n"
     print(text)
     return text
