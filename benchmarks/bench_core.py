@@ -10,8 +10,9 @@ framework overhead. Batch 1 runs with one torch thread, the batched rows with ``
 machine's cores); the table states each row's threads. The last rows time the same cycle compiled by
 ``torch.compile(ws.cycle, fullgraph=True, options=COMPILE_OPTIONS)`` (``{"cpp_wrapper": True}``: one graph, in
 place, its host-side wrapper in C++ as well; the compile itself, tens of seconds, is left out of the timing), beside the eager in-place
-cycle of the same workspace. Its state writes go into the state's own tensors (the episodic ring and table rows
-and the boundary refinement as operators, cogarch.memory._ops; the long-term update as one elementwise pass), and
+cycle of the same workspace. Its state writes go into the state's own tensors (row writes as ``index_put_``, the
+boundary refinement past the graph's rows as an operator, cogarch.memory._ops; the long-term update as one
+elementwise pass), and
 its batched matrix-vector products are fused loops rather than a BLAS call per example, so it runs faster than the
 eager cycle at every batch size.
 

@@ -3,8 +3,9 @@ and EM-LLM episodic memory, a k-winner bottleneck) compiles into one graph with 
 cycle gives the eager cycle's results.
 
 Inside a compiled graph the cycle takes other paths where eager code tests a value first or writes the state in
-place: non-finite candidates masked, the long-term update as one elementwise pass, the episodic row writes as
-cogarch operators, the first closing streams refined in the graph and any more by an operator. The first test
+place: non-finite candidates masked, the long-term update as one elementwise pass, the episodic and working-memory
+row writes as index_put_ on the state's tensors, the first closing streams refined in the graph and any more by an
+operator. The first test
 checks those paths against the eager ones without compiling (with more streams closing events at once than the
 graph refines itself), the second compiles."""
 

@@ -48,15 +48,14 @@ def matvec_unit(x: Tensor, v: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 # ---------------------------------------------------------------- ops for compiled cycles
-# torch.compile treats a graph's inputs as values: an in-place write of a few rows of a state tensor (the
-# episodic ring and table) becomes a copy of the whole tensor, the write, and a copy back, which at batch 256
-# costs more than the rest of the cycle. (A write of every element, as the long-term update, compiles into one
-# pass that writes the input's own memory: see OuterProductMemory.receive.) Registered as operators (namespace
-# ``cogarch``), these writes are opaque to the compiler, which calls them on the state's own tensors (it
-# re-inplaces mutating operators); their bodies are ordinary eager code, so they may also test values on the
-# host. Only compiled code calls them; eager code does the same work directly. They are registered through
-# torch.library's low-level API, whose call costs about a third of a ``torch.library.custom_op``'s (~4 us
-# against ~11 us), which counts at batch 1.
+# Code that tests a value on the host (which streams to work on: a nonzero) would break a compiled graph. Registered
+# as an operator (namespace ``cogarch``), such code is opaque to the compiler, which calls it on the state's own
+# tensors (it re-inplaces mutating operators); its body is ordinary eager code. (The state's row writes need no
+# operator: compiled, ``index_put_`` on a state tensor itself writes the input's own memory. Through a flattened
+# view of it, as eager code writes rows with ``index_copy_``, torch 2.13's compiler copies the tensor into a buffer
+# and back, or onto itself, a pass over the whole tensor per write.) Operators are registered through
+# torch.library's low-level API, whose call costs about a third of a ``torch.library.custom_op``'s (~4 us against
+# ~11 us), which counts at batch 1.
 
 LIBRARY = torch.library.Library("cogarch", "DEF")
 
@@ -72,18 +71,6 @@ def define_op(schema: str, impl, fake) -> None:
 
 def _matvec(x: Tensor, v: Tensor) -> Tensor:
     return torch.bmm(v.unsqueeze(1), x.transpose(1, 2)).squeeze(1)
-
-
-def _write_rows(dsts: list[Tensor], index: Tensor, srcs: list[Tensor]) -> None:
-    """Row ``index[i]`` of each ``dst`` (B, n, ...) viewed as (B n, ...) becomes ``src[i]`` (indices distinct)."""
-    for dst, src in zip(dsts, srcs):
-        dst.view(-1, *dst.shape[2:]).index_copy_(0, index, src)
-
-
-def _put_rows(dst: Tensor, rows: Tensor, cols: Tensor, values: Tensor, ok: Tensor) -> None:
-    """``dst[rows[r, j], cols[r, j]] = values[r, j]`` for every r where ``ok`` (R,) is True; rows, cols (R, n)."""
-    keep = ok.view(-1, *(1,) * (rows.dim() - 1)).expand_as(rows)
-    dst.index_put_((rows[keep], cols[keep]), values[keep])
 
 
 def consolidate(matrix: Tensor, values: Tensor, keys: Tensor, fade: Tensor, rate: float,
@@ -103,9 +90,3 @@ def consolidate(matrix: Tensor, values: Tensor, keys: Tensor, fade: Tensor, rate
         return add(matrix, values.transpose(1, 2), keys, beta=common, alpha=rate)
     faded = matrix.mul_(fade[:, None, None]) if inplace else matrix * fade[:, None, None]
     return faded.baddbmm_(values.transpose(1, 2), keys, alpha=rate)
-
-
-define_op("write_rows_(Tensor(a!)[] dsts, Tensor index, Tensor[] srcs) -> ()", _write_rows,
-          lambda dsts, index, srcs: None)
-define_op("put_rows_(Tensor(a!) dst, Tensor rows, Tensor cols, Tensor values, Tensor ok) -> ()", _put_rows,
-          lambda dst, rows, cols, values, ok: None)

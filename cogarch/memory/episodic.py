@@ -301,7 +301,7 @@ class EpisodicMemory(nn.Module):
         # written back as rows of the flattened tensors (index_copy copies the tensor, index_copy_ writes into
         # the given one; both copy whole rows, several times faster than scatter at large batch), valid streams
         # taking the new values.
-        put = Tensor.index_put_ if inplace else Tensor.index_put  # for the refinement's scattered writes
+        put = Tensor.index_put_ if inplace else Tensor.index_put  # the refinement's writes (compiled: all row writes)
         copy_rows = Tensor.index_copy_ if inplace else Tensor.index_copy
         event_ids, starts, stats = state.event_ids, state.cur_start, state.event_stats
         moved = None
@@ -315,16 +315,16 @@ class EpisodicMemory(nn.Module):
         if moved is None:
             moved = torch.zeros(B, dtype=torch.long, device=item.device)
 
-        def write_rows(ts: list[Tensor], at: Tensor, news: list[Tensor]) -> list[Tensor]:
-            """Each t (B, n, ...) of ts with row at (B,) of each stream set to its new (B, ...) where valid."""
+        def write_rows(ts: list[Tensor], row: Tensor, news: list[Tensor]) -> list[Tensor]:
+            """Each t (B, n, ...) of ts with row ``row`` (B,) of each stream set to its new (B, ...) where valid."""
+            n = ts[0].shape[1]
+            at = row + torch.arange(0, B * n, n, device=row.device)  # (B,) the rows of the flattened tensors
             flats = [t.reshape(B * t.shape[1], *t.shape[2:]) for t in ts]  # views (the state's are contiguous)
             news = [torch.where(valid.view(-1, *(1,) * (new.dim() - 1)), new, flat.index_select(0, at))
                     for flat, new in zip(flats, news)]
-            if compiling:  # one opaque in-place op: compiled, index_copy_ would copy every whole tensor twice
-                # (for the value semantics, a tensor that is still the input state's is copied first)
-                ts = [t.clone() if not inplace and any(t is own for own in state) else t for t in ts]
-                torch.ops.cogarch.write_rows_(ts, at, news)
-                return ts
+            if compiling:  # written through a flattened view, a tensor the refinement wrote too is copied onto itself
+                index = (torch.arange(B, device=row.device), row)
+                return [put(t, index, new) for t, new in zip(ts, news)]
             return [copy_rows(flat, 0, at, new).view(t.shape) for t, flat, new in zip(ts, flats, news)]
 
         new_event = state.cur_event + boundary
@@ -332,13 +332,12 @@ class EpisodicMemory(nn.Module):
         event_rows = state.event_rows
         if self.max_events:  # the event table: the new event's row restarts, else the current one grows
             M = self.max_events
-            at_e = new_event % M + torch.arange(0, B * M, M, device=item.device)  # (B,) rows of the flat table
-            old = stats.reshape(B * M, -1).index_select(0, at_e)  # (B, d + 1)
+            row_e = new_event % M  # (B,) each stream's row of the table
+            old = stats.reshape(B * M, -1).index_select(0, row_e + torch.arange(0, B * M, M, device=item.device))
             add = torch.cat([item, item.new_ones(B, 1)], dim=-1)  # (B, d + 1) the item and a count of 1
-            stats, event_rows = write_rows([stats, event_rows], at_e,
+            stats, event_rows = write_rows([stats, event_rows], row_e,
                                            [torch.where(boundary[:, None], add, old + add), new_event])
-        at = state.step % P + torch.arange(0, B * P, P, device=item.device)  # (B,) rows of the flat ring
-        items, event_ids, times = write_rows([state.items, event_ids, state.times], at,
+        items, event_ids, times = write_rows([state.items, event_ids, state.times], state.step % P,
                                              [item, new_event, state.step])
         new_state = EpisodicState(
             items=items,
@@ -361,7 +360,8 @@ class EpisodicMemory(nn.Module):
         """The refinement of the streams where ``todo`` (B,) is True, in a compiled graph (no host sync): the
         first R = min(B, max(graph_refine_rows, B / 4)) of them in the graph itself, a fixed-size batch whose
         rows past the closing streams are masked; any more (many streams closing events at once) by the eager
-        refinement as one op. The event ids and table are written by ops in place (see cogarch.memory._ops)."""
+        refinement as one op (see cogarch.memory._ops). The event ids and table are written with ``index_put_``, in
+        place."""
         B = todo.shape[0]
         event_ids, stats = (state.event_ids, state.event_stats) if inplace else \
             (state.event_ids.clone(), state.event_stats.clone())
@@ -369,9 +369,12 @@ class EpisodicMemory(nn.Module):
         rows = (~todo).to(torch.int32).argsort(stable=True)[:R]  # (R,) the closing streams first
         ok = todo[rows]
         slots, new_ids, b, new_b, table_rows, table = _refine_spans(state, rows, *self._spans, ok=ok)
-        torch.ops.cogarch.put_rows_(event_ids, rows[:, None].expand_as(slots), slots, new_ids, ok)
+        # rows where ok is False write back what they hold (the (row, slot) pairs are distinct: no mask, no sync)
+        at = (rows[:, None].expand_as(slots), slots)
+        event_ids.index_put_(at, torch.where(ok[:, None], new_ids, event_ids[at]))
         if table is not None:
-            torch.ops.cogarch.put_rows_(stats, rows[:, None].expand_as(table_rows), table_rows, table, ok)
+            at = (rows[:, None].expand_as(table_rows), table_rows)
+            stats.index_put_(at, torch.where(ok[:, None, None], table, stats[at]))
         starts = state.cur_start.scatter(0, rows, new_b)
         moved = torch.zeros_like(starts).scatter(0, rows, new_b - b)
         if R < B:  # the closing streams past the first R

@@ -281,6 +281,7 @@ class WorkingMemory(nn.Module):
         # times faster than gather / scatter_ along dim 1 at large batch)
         flat_slots, flat_keys, flat_addr = slots.view(B * K, d), keys.view(B * K, d), slot_addr.view(B * K, d)
         base = torch.arange(0, B * K, K, device=slots.device).view(B, 1)  # (B, 1) each stream's first row
+        compiling, streams = torch.compiler.is_compiling(), base // K  # (B, 1) the stream index
         slot_addr_t = slot_addr.transpose(1, 2)  # (B, d, K), a view: the row updates show through
         # (sim - threshold) / width = addr_x / width . addr_slot - threshold / width
         shift = broadcast.new_full((1, 1, 1), -self.match_threshold / self.MATCH_WIDTH)
@@ -308,12 +309,16 @@ class WorkingMemory(nn.Module):
             gate = F.linear(chosen, self.gate_s.weight).add_(gate_x[i]).sigmoid_()  # (B, top_k, d)
             if top_k != 1:  # the weights of the chosen slots
                 gate = gate.mul_(w.gather(-1, top).view(B, top_k, 1))
-            chosen = torch.lerp(chosen, items[i], gate).view(-1, d)  # slot + w g (x - slot)
-            flat_slots.index_copy_(0, rows, chosen)
+            chosen = torch.lerp(chosen, items[i], gate)  # (B, top_k, d) slot + w g (x - slot)
             chosen_keys = F.linear(chosen, self.key.weight)
-            flat_keys.index_copy_(0, rows, chosen_keys)
+            written = [(slots, flat_slots, chosen), (keys, flat_keys, chosen_keys)]
             if i < k - 1:  # the next item competes against the new contents
-                flat_addr.index_copy_(0, rows, unit(chosen_keys, eps=1e-8))
+                written.append((slot_addr, flat_addr, unit(chosen_keys, eps=1e-8)))
+            for whole, flat, new in written:
+                if compiling:  # indexed by (stream, slot): through the flat view, the compiler copies the tensor twice
+                    whole.index_put_((streams, top.view(B, top_k)), new)
+                else:
+                    flat.index_copy_(0, rows, new.view(-1, d))
             usage = usage.lerp(full, w)  # usage + w (1 - usage)
             age = age.addcmul(age, w, value=-1)  # age (1 - w)
             all_w.append(w)
