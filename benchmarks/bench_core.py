@@ -68,18 +68,17 @@ def component(group: str, option: str):
     return instantiate(node.node)
 
 
-def workspace(long_term: str, episodic: str | None = None) -> Workspace:
-    """The configured composition with ``long_term`` (and ``episodic``, default the configured one); the option
-    ``none`` leaves that memory out."""
+def workspace(long_term: str, episodic: str = COMPOSITION["episodic"]) -> Workspace:
+    """The configured composition with ``long_term`` (and ``episodic``); the option ``none`` leaves that memory
+    out."""
     torch.manual_seed(0)
-    options = [("working", COMPOSITION["working"]), ("long_term", long_term),
-               ("episodic", episodic or COMPOSITION["episodic"])]
+    options = [("working", COMPOSITION["working"]), ("long_term", long_term), ("episodic", episodic)]
     memories = [component(group, option) for group, option in options if option != "none"]
     return Workspace(DIM, component("bottleneck", COMPOSITION["bottleneck"]), MotorHead(DIM, ACTIONS), memories)
 
 
 # The compositions of the cost table: each memory of the configured one left out in turn (long_term, episodic)
-ABLATIONS = (("outer_product", None), ("outer_product", "none"), ("none", "none"))
+ABLATIONS = (("outer_product", COMPOSITION["episodic"]), ("outer_product", "none"), ("none", "none"))
 ROUNDS = 3  # the ablation table times its compositions in turn, this many rounds, and reports each one's median
 
 
@@ -91,7 +90,7 @@ def composition_costs(batch: int) -> list[tuple[str, float]]:
     runs = []
     for long_term, episodic in ABLATIONS:
         ws = workspace(long_term, episodic)
-        label = f"long_term={long_term}, episodic={episodic or COMPOSITION['episodic']}"
+        label = f"long_term={long_term}, episodic={episodic}"
         runs.append((label, ws, compiled_cycle(ws), []))
     for _ in range(ROUNDS):
         for _, ws, cycle, rates in runs:

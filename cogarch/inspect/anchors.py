@@ -127,11 +127,16 @@ def counterfactual_importance(agent, env, seed: int, reading_only: bool = False,
         rows.append(row | {"importance": row[measure]})
     df = pd.DataFrame(rows, columns=["step", "cycle", "phase", "fact", "supporting", "p_correct", "p_drop", "kl",
                                      "importance"])
-    df = df.sort_values(["importance", "step"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    df = _ranked(df, "importance").reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
     df.attrs.update(p_base=base["p_correct"], base_correct=base["correct"], supporting=base["supporting"],
                     measure=measure)
     return df
+
+
+def _ranked(table, column: str):
+    """``table`` sorted by ``column``, largest first, ties by step."""
+    return table.sort_values([column, "step"], ascending=[False, True], kind="stable")
 
 
 def anchor_hit(table, m: int | None = None, by: str | None = None) -> bool:
@@ -148,7 +153,7 @@ def anchor_hit(table, m: int | None = None, by: str | None = None) -> bool:
     if by is not None:
         if by not in MEASURES:
             raise ValueError(f"by={by!r} is not one of {MEASURES}")
-        table = table.sort_values([by, "step"], ascending=[False, True], kind="stable")
+        table = _ranked(table, by)
     return supporting <= set(table.head(m)["step"])
 
 
