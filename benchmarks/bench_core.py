@@ -20,7 +20,8 @@ The last table sets the compiled batch-256 cycle in one process on the batched t
 as many single-thread processes side by side, timed right after it, each with its own 256 streams, over the same
 seconds: the same cores used as a sweep of that many jobs on hydra's joblib launcher uses them (one torch thread
 per job). The sum of their item-cycles/s is the machine's; the ratio says how much of the cores one
-multi-threaded process leaves unused. A last table says what the memories cost: the compiled batch-256 cycle with
+multi-threaded process leaves unused. The same table runs that many batches side by side in one process, one
+Python thread each (one torch thread, its own 256 streams), which is how one process gets the processes' share. A last table says what the memories cost: the compiled batch-256 cycle with
 the episodic memory left out, then the long-term memory as well, beside the full composition.
 
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
@@ -32,6 +33,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -163,6 +165,46 @@ def side_by_side(processes: int, batch: int) -> list[float]:
             p.wait()
 
 
+def threads_side_by_side(ws: Workspace, cycle, threads: int, batch: int) -> list[float]:
+    """Cycles/s of ``threads`` Python threads of this process, each running ``cycle`` (compiled, in place) on its own
+    batch of ``batch`` streams with one torch thread, timed over the same seconds: the side-by-side processes within
+    one process, sharing its weights and its compile. The compiled cycle's C++ wrapper releases the GIL while it
+    runs, so the threads run at the same time; the Python around each call (the compiled function's guards, the
+    boundary refinement's operator) takes turns. Leaves this thread's torch threads at ``threads``: MKL's setting is
+    per process, and each thread sets 1."""
+    torch.set_num_threads(1)  # as in the threads: the number of threads is part of what a compiled graph is for
+    with torch.inference_mode():  # every batch warmed up here, one after the other (a first call may compile)
+        states = [ws.initial_state(batch) for _ in range(threads)]
+        inputs = torch.randn(64, batch, 1, DIM)
+        for i in range(threads):
+            for t in range(10):
+                states[i], _ = cycle(states[i], inputs[t], inplace=True)
+    ready, stop = threading.Barrier(threads + 1), threading.Event()
+    rates = [0.0] * threads
+
+    def run(i: int) -> None:
+        torch.set_num_threads(1)
+        with torch.inference_mode():  # (grad modes are per thread)
+            state, n = states[i], 0
+            ready.wait()
+            start = time.perf_counter()
+            while not stop.is_set():
+                state, _ = cycle(state, inputs[n % 64], inplace=True)
+                n += 1
+            rates[i] = n / (time.perf_counter() - start)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    ready.wait()
+    time.sleep(SECONDS)
+    stop.set()
+    for w in workers:
+        w.join()
+    torch.set_num_threads(threads)
+    return rates
+
+
 def main() -> str:
     composition = ", ".join(f"{group}={option}" for group, option in COMPOSITION.items())
     lines = [
@@ -206,17 +248,23 @@ def main() -> str:
     one = fast[batch] * batch
     rates = side_by_side(n, batch)
     total = sum(rates) * batch
+    in_threads = threads_side_by_side(ws, compiled, n, batch)
+    threaded = sum(in_threads) * batch
     lines += [
         "",
         f"The same {n} cores as {n} processes side by side (one torch thread each, the compiled in-place cycle at "
         f"batch {batch} in each, timed over the same seconds; as a sweep of {n} jobs on hydra's joblib launcher "
-        f"runs) against one process on {n} threads:\n",
-        "| setup | item-cycles/s | per process |",
+        f"runs) against one process on {n} threads, and that process running {n} batches of {batch} side by side in "
+        f"{n} Python threads of one torch thread each (the compiled cycle's C++ runs without the GIL):\n",
+        "| setup | item-cycles/s | per process or thread |",
         "|---|---:|---|",
         f"| 1 process, {n} threads, batch {batch} | {one:,.0f} | |",
         f"| {n} processes, 1 thread each, batch {batch} each | {total:,.0f} | "
         + " / ".join(f"{r * batch:,.0f}" for r in rates) + " |",
         f"| ratio | {total / one:.2f} | |",
+        f"| 1 process, {n} Python threads, 1 torch thread and batch {batch} each | {threaded:,.0f} | "
+        + " / ".join(f"{r * batch:,.0f}" for r in in_threads) + " |",
+        f"| ratio | {threaded / one:.2f} | |",
     ]
     costs = composition_costs(SIDE_BY_SIDE_BATCH)
     full = costs[0][1]
