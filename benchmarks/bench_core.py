@@ -180,28 +180,38 @@ def threads_side_by_side(ws: Workspace, cycle, threads: int, batch: int) -> list
             for t in range(10):
                 states[i], _ = cycle(states[i], inputs[t], inplace=True)
     ready, stop = threading.Barrier(threads + 1), threading.Event()
-    rates = [0.0] * threads
+    rates, errors = [0.0] * threads, []
 
     def run(i: int) -> None:
-        torch.set_num_threads(1)
-        with torch.inference_mode():  # (grad modes are per thread)
-            state, n = states[i], 0
-            ready.wait()
-            start = time.perf_counter()
-            while not stop.is_set():
-                state, _ = cycle(state, inputs[n % 64], inplace=True)
-                n += 1
-            rates[i] = n / (time.perf_counter() - start)
+        try:
+            torch.set_num_threads(1)
+            with torch.inference_mode():  # (grad modes are per thread)
+                state, n = states[i], 0
+                ready.wait()
+                start = time.perf_counter()
+                while not stop.is_set():
+                    state, _ = cycle(state, inputs[n % 64], inplace=True)
+                    n += 1
+                rates[i] = n / (time.perf_counter() - start)
+        except BaseException as e:  # reported by the caller; the others stop
+            errors.append(e)
+            stop.set()
+            ready.abort()
 
     workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
-    ready.wait()
-    time.sleep(SECONDS)
+    try:
+        ready.wait()
+        stop.wait(SECONDS)  # (returns at once if a thread failed)
+    except threading.BrokenBarrierError:
+        pass
     stop.set()
     for w in workers:
         w.join()
     torch.set_num_threads(threads)
+    if errors:
+        raise RuntimeError(f"a cycle thread failed: {errors[0]!r}") from errors[0]
     return rates
 
 
