@@ -405,9 +405,11 @@ class EpisodicMemory(nn.Module):
         q = F.linear(query, self.query_proj.weight)  # (B, d)
         sums = state.event_stats[..., :d]  # (B, M, d)
         # cosine to the event mean = (sum . q) / (|sum| |q|): the sums' norms divide the (B, M) scores, not the
-        # sums. Compiled for inference, so does q's (matvec_unit), and the product over the sums is fused with their
-        # norms (one pass over the table); eager, the product runs over the whole contiguous rows (B, M, d + 1)
-        # with unit(q) padded by a 0 for the count column, as the BLAS call would copy a strided (B, M, d) slice
+        # sums. Compiled for inference, so does q's (matvec_unit); the product and the sums' norms are two fused
+        # loops over the table in one kernel (torch 2.13 keeps them apart: the norms' loop runs over B * M rows, the
+        # product's over (B, M); one reduction of both, stacked, ran 3x slower); eager, the product runs over the
+        # whole contiguous rows (B, M, d + 1) with unit(q) padded by a 0 for the count column, as the BLAS call
+        # would copy a strided (B, M, d) slice
         if torch.compiler.is_compiling() and not torch.is_grad_enabled():
             dots = matvec_unit(sums, q)  # (B, M)
         else:
