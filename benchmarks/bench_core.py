@@ -21,8 +21,9 @@ as many single-thread processes side by side, timed right after it, each with it
 seconds: the same cores used as a sweep of that many jobs on hydra's joblib launcher uses them (one torch thread
 per job). The sum of their item-cycles/s is the machine's; the ratio says how much of the cores one
 multi-threaded process leaves unused. The same table runs that many batches side by side in one process, one
-Python thread each (one torch thread, its own 256 streams): one process's way to most of the processes' share. A last table says what the memories cost: the compiled batch-256 cycle with
-the episodic memory left out, then the long-term memory as well, beside the full composition.
+Python thread each (one torch thread, its own 256 streams): one process's way to most of the processes' share.
+A last table says what the memories cost: the compiled batch-256 cycle with the episodic memory left out, then the
+long-term memory as well, beside the full composition.
 
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
 """
