@@ -28,7 +28,8 @@ bench: $(STAMP)
 	set -o pipefail; { $(PY) benchmarks/bench_envs.py && $(PY) benchmarks/bench_core.py \
 	  && $(PY) benchmarks/bench_vector.py && $(PY) benchmarks/bench_agent.py \
 	  && $(PY) benchmarks/bench_long_term.py && $(PY) benchmarks/bench_language.py \
-	  && $(PY) benchmarks/bench_soak.py; } | tee benchmarks/results.md
+	  && $(PY) benchmarks/bench_soak.py \
+	  && OMP_NUM_THREADS=1 $(PY) benchmarks/bench_anchors.py; } | tee benchmarks/results.md
 
 # The HTML report of a short run, rendered by headless Chromium (Debian's `chromium`), saved as
 # results/inspect/report.png. RUN=<run dir> screenshots an existing run instead.

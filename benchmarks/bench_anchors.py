@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_anchors.py [--agent story_qa_task2] [--task 2] [--episodes 50]
 
+(part of `make bench`, with the defaults; it prints a section of benchmarks/results.md)
+
 For each held-out episode (seeds 0, 1, ...), every reading cycle is suppressed in turn
 (cogarch.inspect.anchors.counterfactual_importance) and ranked by its counterfactual importance: as in Thought
 Anchors, the KL divergence of the answer distribution with the cycle suppressed from the one without
@@ -76,6 +78,36 @@ def each_support_necessary(env, seed: int) -> bool:
     return all(story_answer(facts[:t] + facts[t + 1:], entity) != answer for t in info["supporting_facts"])
 
 
+def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycles: float) -> str:
+    """The bench's figures as a section of benchmarks/results.md."""
+    n, fmt = result["episodes"], "{:.3f}".format
+    lines = [f"## Thought Anchors: StoryQA task {args.task}, agent {args.agent}, {n} episodes (seeds {args.seed}.."
+             f"{args.seed + n - 1})\n",
+             "Counterfactual importance of each reading cycle (its broadcast suppressed, the answer distribution "
+             f"compared). m = the number of supporting facts bAbI names (2 on task 2); {cycles:.1f} reading cycles "
+             "per episode on average. goal: every supporting fact among the top-ranked cycles in >= 80% of the "
+             "episodes.\n",
+             f"| episodes with every supporting fact in | ranked by {args.measure} | ranked by {other} "
+             "| a random ranking |", "|---|---:|---:|---:|"]
+    for extra, (hit_count, chance) in wider.items():
+        label = "the top m" + (f" + {extra}" if extra else "")
+        lines.append(f"| {label} | {fmt(hit_count / n)} | {fmt(other_hits[extra] / n)} | {fmt(chance / n)} |")
+    lines += ["", "| figure | value |", "|---|---:|",
+              f"| agent accuracy | {fmt(result['agent_accuracy'])} |",
+              f"| every supporting fact in the top m, among the episodes answered correctly "
+              f"| {fmt(result['anchor_fraction_when_correct'])} |",
+              f"| at least one supporting fact in the top m | {fmt(result['any_supporting_in_top_m'])} |",
+              f"| supporting facts missed (not in the top m) | {result['missed_supporting']} |",
+              f"| of which another reading fact links the same subject and object "
+              f"| {result['missed_with_a_redundant_fact']} |"]
+    if "ceiling" in result:
+        lines += [f"| episodes whose every supporting fact is necessary (the ceiling for a measure that sees only "
+                  f"whether the answer changes) | {fmt(result['ceiling'])} |",
+                  f"| every supporting fact in the top m, among those | "
+                  f"{fmt(result['anchor_fraction_when_necessary'])} |"]
+    return "\n".join(lines + ["", f"wall time: {result['wall_s']:.1f} s", ""])
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", default="story_qa_task2", help="a shipped checkpoint name or a train run folder")
@@ -124,28 +156,10 @@ def main(argv=None) -> dict:
               "missed_with_a_redundant_fact": redundant, "wall_s": time.perf_counter() - start}
     if args.task in (1, 2):
         result.update(ceiling=necessary / n, anchor_fraction_when_necessary=hits_necessary / max(necessary, 1))
-    print(f"StoryQA task {args.task}, agent {args.agent}, {n} episodes (seeds {args.seed}..{args.seed + n - 1}), "
-          f"cycles ranked by {args.measure}")
-    print(f"agent accuracy:                                   {result['agent_accuracy']:.3f}")
-    print(f"all supporting facts in the top-m cycles (m = #supporting): {result['anchor_fraction']:.3f} "
-          f"(a random ranking of the reading cycles: {wider[0][1] / n:.3f})")
-    print(f"  among the episodes answered correctly:          {result['anchor_fraction_when_correct']:.3f}")
-    print(f"at least one supporting fact in the top-m:        {result['any_supporting_in_top_m']:.3f}")
-    for extra, (hit_count, chance) in list(wider.items())[1:]:
+    for extra, (hit_count, _) in list(wider.items())[1:]:
         result[f"anchor_fraction_m_plus_{extra}"] = hit_count / n
-        print(f"all supporting facts in the top m + {extra}:             {hit_count / n:.3f} "
-              f"(a random ranking of the reading cycles: {chance / n:.3f})")
     result[f"by_{other}"] = {f"m_plus_{extra}": hit_count / n for extra, hit_count in other_hits.items()}
-    print(f"ranked by {other} instead, all supporting facts in the top m / m + 1 / m + 2: "
-          + " / ".join(f"{hit_count / n:.3f}" for hit_count in other_hits.values()))
-    print(f"reading cycles per episode: {cycles / n:.1f} on average")
-    print(f"supporting facts missed: {missed}, of which another reading fact links the same subject and object: "
-          f"{redundant}")
-    if args.task in (1, 2):
-        print(f"episodes whose every supporting fact is necessary (the ceiling for a measure that sees only "
-              f"whether the answer changes): {result['ceiling']:.3f}")
-        print(f"  all supporting facts in the top-m among those:  {result['anchor_fraction_when_necessary']:.3f}")
-    print(f"wall time: {result['wall_s']:.1f} s")
+    print(markdown(args, result, wider, other, other_hits, cycles / n))
     return result
 
 
