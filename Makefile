@@ -36,7 +36,8 @@ bench: $(STAMP)
 REPORT_RUN ?= runs/report_screenshot
 report-screenshot: $(STAMP)
 	@test -x /usr/bin/chromium || { echo "report-screenshot needs Debian's chromium: apt-get install -y chromium"; exit 1; }
-	test -n "$(RUN)" || OMP_NUM_THREADS=1 $(VENV)/bin/cogarch run episodes=3 progress=false hydra.run.dir=$(REPORT_RUN)
+	test -n "$(RUN)" || { rm -rf $(REPORT_RUN) && OMP_NUM_THREADS=1 $(VENV)/bin/cogarch run episodes=3 progress=false \
+	  hydra.run.dir=$(REPORT_RUN); }
 	$(VENV)/bin/cogarch view $(or $(RUN),$(REPORT_RUN)) --episodes 1
 	mkdir -p results/inspect
 	/usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-background-networking \

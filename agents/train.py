@@ -150,6 +150,8 @@ def train(
         raise ValueError(f"lr_schedule={lr_schedule!r} is not one of {LR_SCHEDULES}")
     if not 0 < decay_fraction <= 1:
         raise ValueError(f"decay_fraction={decay_fraction} is out of range; allowed: 0 < decay_fraction <= 1")
+    if max_minutes is not None and not 0 < max_minutes < math.inf:
+        raise ValueError(f"max_minutes={max_minutes} is out of range; allowed: a number > 0, or None (no time limit)")
     if not envs:
         raise ValueError("train needs at least one env")
     out = Path(out_dir)

@@ -34,7 +34,9 @@ def _run(cfg) -> dict:
         raise ValueError(f"episodes={cfg.episodes!r} must be an integer >= 1")
     resume = bool(cfg.get("resume", False))
     if resume:
-        _check_resumable(cfg)
+        _check_resumable(cfg, RESUME_KEYS, "resume=true")
+    else:
+        _check_fresh(cfg)
     out = _run_dir(cfg)
     hc = HydraConfig.get()
 
@@ -81,28 +83,62 @@ def _num_envs(cfg) -> int:
 
 # What must not change between a run and its resumption (the episodes it already wrote depend on them)
 RESUME_KEYS = ("env", "agent", "seed", "dim", "max_steps")
+# What a training run resumed from its checkpoint must keep (the checkpoint's shapes and vocabulary depend on them)
+TRAIN_RESUME_KEYS = ("env", "agent", "dim")
 
 
-def _check_resumable(cfg) -> None:
-    """``resume=true`` continues the run in ``hydra.run.dir``: refuse if that run had another configuration."""
+def _check_resumable(cfg, keys: tuple[str, ...], flag: str, folder: Path | None = None,
+                     checkpointed: bool = False) -> None:
+    """``flag`` continues the run in ``folder`` (default: hydra's run folder): refuse, before anything is written
+    there, if that run had another configuration. With ``checkpointed`` (training) only a run that saved a
+    checkpoint is there to continue."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    saved = Path(HydraConfig.get().runtime.output_dir) / "config.yaml"
+    folder = Path(HydraConfig.get().runtime.output_dir) if folder is None else folder
+    saved = folder / "config.yaml"
     if not saved.is_file():
         return  # nothing to resume: a fresh run
+    if checkpointed and not any((folder / f"checkpoint{end}" / "state.json").is_file() for end in ("", ".tmp", ".old")):
+        return  # a training run that never checkpointed (e.g. one refused before training): nothing to keep
     old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
     new = OmegaConf.to_container(cfg, resolve=True)
-    for key in RESUME_KEYS:
+    for key in keys:
         if old.get(key) != new.get(key):
-            raise ValueError(f"resume=true: the run in {saved.parent} was made with {key}={old.get(key)!r}, this "
-                             f"command has {key}={new.get(key)!r}; the same {', '.join(RESUME_KEYS)} are needed "
+            where, was, now = _first_difference(key, old.get(key), new.get(key))
+            raise ValueError(f"{flag}: the run in {saved.parent} was made with {where}={was!r}, this "
+                             f"command has {where}={now!r}; the same {', '.join(keys)} are needed "
                              "to continue it (or choose another hydra.run.dir)")
 
 
+def _first_difference(key: str, old, new) -> tuple[str, object, object]:
+    """The first setting (dotted path under ``key``) where two config values differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted({*old, *new}, key=lambda k: (k != "_target_", k)):  # which class first
+            if old.get(k, "<not set>") != new.get(k, "<not set>"):
+                return _first_difference(f"{key}.{k}", old.get(k, "<not set>"), new.get(k, "<not set>"))
+    return key, old, new
+
+
+def _check_fresh(cfg) -> None:
+    """A run without ``resume`` starts its files afresh: refuse a folder that already holds a run rather than mix
+    the two (a shorter new run would leave the old run's later snapshots, and its summary would replace the old)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    episodes = folder / "episodes.jsonl"
+    if episodes.is_file() and episodes.stat().st_size > 0:
+        raise ValueError(f"{folder} already holds a run (its episodes.jsonl is not empty): resume=true continues "
+                         "it; for a new run choose another hydra.run.dir (or delete that folder)")
+
+
 def _check_seed(cfg) -> None:
+    """The settings every command shares: ``seed`` and ``dim``."""
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed!r} must be an integer >= 0")
+    dim = cfg.get("dim")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ValueError(f"dim={dim!r} is out of range; allowed: integer >= 1 (the model dimension)")
 
 
 def _check_flags(cfg, *keys: str) -> None:
@@ -131,6 +167,8 @@ def _train(cfg) -> dict:
 
     _check_seed(cfg)
     _check_flags(cfg, "progress", "train.resume")
+    if cfg.train.resume:  # before _run_dir rewrites config.yaml: a refused resume leaves the folder as it was
+        _check_resumable(cfg, TRAIN_RESUME_KEYS, "train.resume=true", checkpointed=True)
     choices = HydraConfig.get().runtime.choices
     return _train_from(cfg, _run_dir(cfg), {"env": choices.get("env"), "agent": choices.get("agent")})
 
@@ -146,6 +184,10 @@ def _train_from(cfg, out: Path, names: dict) -> dict:
     from cogarch.runner import format_table, run_episodes
 
     t = cfg.train
+    eval_episodes = cfg.get("eval_episodes", 0)
+    if isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int) or eval_episodes < 0:
+        raise ValueError(f"eval_episodes={eval_episodes!r} is out of range; allowed: integer >= 0 (0: no evaluation "
+                         "after training)")
     mix = [dict(m) for m in OmegaConf.to_container(t.mix, resolve=True)] or [{}]
     envs = [hydra.utils.instantiate(cfg.env, **m) for m in mix]
     vocab = union_vocab(e.unwrapped.vocab for e in envs)
@@ -201,6 +243,8 @@ def _eval_in(cfg, out: Path, env_name: str) -> list:
     key, values = cfg.sweep.key, list(cfg.sweep["values"]) or [None]
     if key is None and values != [None]:
         raise ValueError(f"sweep.values={values} needs sweep.key (the env kwarg to vary)")
+    if key is not None and values == [None]:
+        raise ValueError(f"sweep.key={key} needs sweep.values (the values of {key} to evaluate at)")
     make_env = lambda v: hydra.utils.instantiate(cfg.env, **({key: v} if key else {}))
     runs, labels = list(cfg.runs), list(cfg.labels)
     if labels and len(labels) != len(runs):
@@ -263,6 +307,8 @@ def _experiment(cfg) -> list:
             if name == "transformer" and params is not None and sub.agent.get("target_parameters") is None:
                 sub.agent.target_parameters = params  # the baseline gets the workspace agent's parameter count
         run = out / f"train_{label}"
+        if sub.train.resume:  # before its config.yaml is rewritten (as in `cogarch train`)
+            _check_resumable(sub, TRAIN_RESUME_KEYS, "train.resume=true", run, checkpointed=True)
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(OmegaConf.to_yaml(sub, resolve=True))
         print(f"== training {label} ({' '.join(overrides)}) in {run}")

@@ -64,7 +64,16 @@ class CycleRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CycleRecord":
+        """The record of a dict written by :meth:`to_json` (other keys, such as a run's episode and reward, are
+        ignored); ValueError when ``step``, ``cycle`` or ``action`` is missing or not an integer (or None for
+        the action)."""
         names = {f.name for f in fields(cls)}
+        for key in ("step", "cycle", "action"):
+            value = data.get(key, ...)
+            if not (isinstance(value, int) and not isinstance(value, bool)) and not (key == "action" and value is None):
+                got = "missing" if value is ... else f"{value!r}"
+                raise ValueError(f"not a cycle record: {key} is {got}, an integer is needed"
+                                 + (" (or null)" if key == "action" else ""))
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def _repr_html_(self) -> str:  # a notebook shows the candidates, winners and slots as tables
@@ -133,25 +142,36 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a trace file as a dict (``CycleRecord.from_json`` turns one into a record).
 
     A last line cut off mid-write (a killed run) is dropped with a warning; a malformed line anywhere
-    else raises ``ValueError`` naming the file and the line.
+    else (not UTF-8, not JSON, or JSON that is not an object) raises ``ValueError`` naming the file and the line.
     """
+    return read_jsonl(path, "trace")
+
+
+def read_jsonl(path: str | Path, what: str) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON Lines file, one per non-blank line, read as :func:`read_trace` reads a trace
+    (``what`` names the kind of file in the errors)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"trace file {path} does not exist")
-    lines = path.read_text().split("\n")
-    complete_end = path.read_text().endswith("\n")
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
     records = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            is_last = i == len(lines) and not complete_end
-            if is_last:
-                warnings.warn(f"{path}: line {i} is truncated (an interrupted write); loaded the {len(records)} complete records before it")
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            if i == len(lines) and not data.endswith(b"\n"):  # the last line, without its newline
+                warnings.warn(f"{path}: line {i} is truncated (an interrupted write); loaded the {len(records)} "
+                              "complete records before it")
                 break
-            raise ValueError(f"{path}: line {i} is not a valid JSON record ({err.msg})") from None
+            why = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else f"not valid JSON ({err.msg})"
+            raise ValueError(f"{path}: line {i} is {why}; a {what} file has one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {i} is a JSON {type(record).__name__}, not an object; a {what} file "
+                             "has one JSON object per line")
+        records.append(record)
     return records
 
 

@@ -76,6 +76,20 @@ def test_out_of_range_kwarg_and_bad_episodes_fail_clearly(tmp_path):
     assert res.returncode != 0 and "episodes" in res.stderr + res.stdout
 
 
+def test_a_folder_holding_a_run_is_not_written_over_without_resume(tmp_path):
+    cogarch("run", "agent=random", "episodes=3", "progress=false", f"hydra.run.dir={tmp_path}")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    res = cogarch("run", "agent=random", "episodes=2", "progress=false", f"hydra.run.dir={tmp_path}", check=False)
+    assert res.returncode != 0 and f"{tmp_path} already holds a run" in res.stderr and "resume=true" in res.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name in before} == before
+
+
+def test_dim_that_is_not_a_positive_integer_is_refused(tmp_path):
+    for dim in ("7.5", "0"):
+        res = cogarch("run", "agent=workspace", f"dim={dim}", f"hydra.run.dir={tmp_path}", check=False)
+        assert res.returncode != 0 and f"dim={dim} is out of range; allowed: integer >= 1" in res.stderr
+
+
 def test_switches_that_are_not_true_or_false_are_refused(tmp_path):
     """``trace=maybe`` used to count as on; a switch is true or false."""
     for args, key in ((("run", "trace=maybe"), "trace='maybe'"), (("run", "resume=1"), "resume=1"),

@@ -103,6 +103,28 @@ def test_truncated_trace_loads_up_to_the_last_complete_record(cli_run, tmp_path)
     assert len(run.records) == len(text.splitlines()) - 1
 
 
+def test_damaged_run_files_are_refused_by_file_and_line(cli_run, tmp_path):
+    damaged = tmp_path / "damaged"
+    for name, line, expected in (("trace.jsonl", b'{"episode": "x", "step": 0}', r"trace\.jsonl: record 2: episode is 'x'"),
+                                 ("trace.jsonl", b'{"episode": 0, "step": null}', r"trace\.jsonl: record 2: not a cycle"),
+                                 ("trace.jsonl", b"[1, 2]", r"trace\.jsonl: line 2 is a JSON list"),
+                                 ("episodes.jsonl", b"\xff", r"episodes\.jsonl: line 2 is not UTF-8"),
+                                 ("episodes.jsonl", b'{"seed": 1}', r"episodes\.jsonl: record 2 has episode='<missing>'"),
+                                 ("summary.json", None, r"summary\.json is not valid JSON")):
+        shutil.rmtree(damaged, ignore_errors=True)
+        shutil.copytree(cli_run, damaged)
+        path = damaged / name
+        if line is None:
+            path.write_text("{\n")
+        else:
+            first, rest = path.read_bytes().split(b"\n", 1)
+            path.write_bytes(first + b"\n" + line + b"\n" + rest)
+        with pytest.raises(ValueError, match=expected):
+            load_run(damaged)
+        res = cogarch("view", str(damaged), check=False)
+        assert res.returncode != 0 and name in res.stderr and "Traceback" not in res.stderr
+
+
 def test_html_reprs_show_winners_and_slots(cli_run):
     run = load_run(cli_run)
     ep = run.episodes[0]

@@ -57,7 +57,7 @@ def test_resume_refuses_a_run_made_with_another_configuration(tmp_path):
                           capture_output=True).returncode == 0
     res = subprocess.run(cmd("agent=oracle", "episodes=3", "progress=false", "resume=true", f"hydra.run.dir={tmp_path}"),
                          capture_output=True, text=True)
-    assert res.returncode != 0 and "was made with agent=" in res.stderr
+    assert res.returncode != 0 and "was made with agent._target_='agents.baselines." in res.stderr
 
 
 def test_finished_episodes_cuts_partial_lines_and_later_trace(tmp_path):

@@ -45,6 +45,22 @@ def test_corrupt_line_in_the_middle_names_file_and_line(tmp_path):
         read_trace(path)
 
 
+def test_lines_that_are_not_records_name_file_and_line(tmp_path):
+    """Bytes that are not UTF-8, JSON that is not an object, and an object without a record's integer fields are
+    refused with the file and line (not a UnicodeDecodeError, AttributeError or TypeError from deep inside)."""
+    path = tmp_path / "t.jsonl"
+    good = json.dumps({"step": 0, "cycle": 0, "action": 1}).encode() + b"\n"
+    for bad, why in ((b"\xff\xfe{}", "not UTF-8"), (b"[1, 2]", "a JSON list, not an object")):
+        path.write_bytes(good + bad + b"\n" + good)
+        with pytest.raises(ValueError, match=rf"t\.jsonl: line 2 is {why}"):
+            read_trace(path)
+    for data, msg in (({"step": "x", "cycle": 0, "action": 1}, "step is 'x'"), ({"step": 0, "action": 1},
+                                                                                   "cycle is missing")):
+        with pytest.raises(ValueError, match=f"not a cycle record: {msg}, an integer is needed"):
+            CycleRecord.from_json(data)
+    assert CycleRecord.from_json({"step": 0, "cycle": 1, "action": None, "episode": 3}).action is None
+
+
 def state():
     g = torch.Generator().manual_seed(0)
     return WorkspaceState(torch.randn(2, 8, generator=g), torch.randn(2, 4, 8, generator=g), torch.ones(2, 4, dtype=torch.bool),

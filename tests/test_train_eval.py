@@ -3,6 +3,7 @@ contracts (teacher-forced equals step by step; ablations compose); checkpoints a
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,28 @@ def test_train_writes_checkpoint_log_and_config(trained):
     assert "parameters" in out and "| story_qa | workspace" in out
 
 
+def test_a_refused_resume_leaves_the_training_folder_as_it_was(trained, tmp_path):
+    """Resuming a workspace run as a transformer is refused before config.yaml is rewritten, so the folder still
+    loads as the workspace agent it holds."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    before = (run / "config.yaml").read_text()
+    res = subprocess.run([sys.executable, "-m", "cogarch.cli", "train", "env=story_qa", "agent=transformer", *TINY,
+                          "train.updates=5", f"hydra.run.dir={run}"], capture_output=True, text=True)
+    assert res.returncode != 0 and "train.resume=true: the run in" in res.stderr and "agent=" in res.stderr
+    assert (run / "config.yaml").read_text() == before
+    assert type(load_agent(str(run), vocab=StoryQAEnv().vocab)).__name__ == "WorkspaceAgent"
+
+
+@pytest.mark.parametrize("setting,message", [("train.max_minutes=0", "max_minutes=0 is out of range"),
+                                             ("eval_episodes=-1", "eval_episodes=-1 is out of range")])
+def test_out_of_range_training_settings_are_refused_before_training(setting, message, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "cogarch.cli", "train", "env=graph_search", "agent=transformer", *TINY,
+                          "train.updates=2", setting, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+    assert res.returncode != 0 and message in res.stderr
+    assert not (tmp_path / "checkpoint").exists() and not (tmp_path / "train.csv").exists()
+
+
 def test_resumed_training_ends_at_the_same_weights(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     cogarch("train", "env=graph_search", "agent=transformer", *TINY, "train.updates=4", "eval_episodes=0",
@@ -84,6 +107,14 @@ def test_eval_tables_plots_and_exact_reproduction(trained, tmp_path):
         assert "| ws |" in (out / "results.md").read_text()
         results.append(df.drop(columns=["steps_per_s", "wall_s"]))
     pd.testing.assert_frame_equal(results[0], results[1])
+
+
+def test_eval_sweep_key_and_values_come_together(tmp_path):
+    for args, message in ((["sweep.key=num_vertices"], "sweep.key=num_vertices needs sweep.values"),
+                          (["sweep.values=[10,20]"], "sweep.values=[10, 20] needs sweep.key")):
+        res = subprocess.run([sys.executable, "-m", "cogarch.cli", "eval", "env=graph_search", "baselines=[random]",
+                              *args, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+        assert res.returncode != 0 and message in res.stderr
 
 
 def test_run_plays_a_checkpoint(trained, tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cogarch.inspect.html import cycle_html, episode_html, run_html, snapshot_html
-from cogarch.trace import CycleRecord, MemorySnapshot, read_trace
+from cogarch.trace import CycleRecord, MemorySnapshot, read_jsonl, read_trace
 
 __all__ = ["Run", "Episode", "load_run", "snapshot_of", "COLUMNS", "cycle_html", "episode_html", "run_html",
            "snapshot_html"]
@@ -159,8 +159,11 @@ def load_run(path: str | Path) -> Run:
     """Load a run folder written by ``cogarch run``.
 
     Inputs: ``path``, the run folder. Output: a :class:`Run`.
-    Raises FileNotFoundError naming the path when it does not exist, and ValueError naming it when it is
-    not a run (neither ``episodes.jsonl`` nor ``trace.jsonl`` in it) or a line of episodes.jsonl is not JSON.
+    Raises FileNotFoundError naming the path when it does not exist, and ValueError naming the folder or file
+    when it is not a run (neither ``episodes.jsonl`` nor ``trace.jsonl`` in it), when a line of episodes.jsonl or
+    trace.jsonl is not a JSON object (a truncated last line is dropped with a warning instead), when a record
+    lacks its integer fields (an episode's ``episode``; a cycle's ``step``, ``cycle`` and ``action``) or when
+    summary.json is not JSON.
     """
     path = Path(path)
     if not path.exists():
@@ -173,22 +176,25 @@ def load_run(path: str | Path) -> Run:
                          "(give the folder `cogarch run` printed as its run directory)")
     episodes: dict[int, Episode] = {}
     if ep_file.is_file():
-        for n, line in enumerate(ep_file.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{ep_file}: line {n} is not valid JSON ({err.msg})") from None
+        for n, d in enumerate(read_jsonl(ep_file, "episodes"), start=1):
+            if not isinstance(d.get("episode"), int):
+                raise ValueError(f"{ep_file}: record {n} has episode={d.get('episode', '<missing>')!r}; each "
+                                 "record needs an integer episode")
             episodes[d["episode"]] = Episode(d["episode"], d.get("seed"), d.get("steps", 0), d.get("reward", 0.0),
                                              d.get("success"), d.get("answers", []), d.get("meta", {}))
     if tr_file.is_file():
-        for d in read_trace(tr_file):
+        for n, d in enumerate(read_trace(tr_file), start=1):
             i = d.get("episode", 0)
+            try:
+                if not isinstance(i, int):
+                    raise ValueError(f"episode is {i!r}, an integer is needed")
+                record = CycleRecord.from_json(d)
+            except ValueError as err:
+                raise ValueError(f"{tr_file}: record {n}: {err}") from None
             if i not in episodes:  # cycles of an episode the run did not finish
                 episodes[i] = Episode(i, None, 0, 0.0, None, [], {})
             e = episodes[i]
-            e.records.append(CycleRecord.from_json(d))
+            e.records.append(record)
             e.oracle_actions.append(d.get("oracle_action"))
             e.rewards.append(d.get("reward"))
     snaps = path / "snapshots"
@@ -198,7 +204,11 @@ def load_run(path: str | Path) -> Run:
             e.snapshot_path = f
     summary = {}
     if (path / "summary.json").is_file():
-        summary = json.loads((path / "summary.json").read_text())
+        try:
+            summary = json.loads((path / "summary.json").read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path / 'summary.json'} is not valid JSON ({err}); `cogarch run` rewrites it as "
+                             "episodes finish, and episodes.jsonl holds the same results") from None
     config = {}
     if (path / "config.yaml").is_file():
         from omegaconf import OmegaConf
