@@ -329,6 +329,8 @@ def _experiment(cfg) -> list:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"cogarch: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         print(USAGE, file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command, rest = argv[0], argv[1:]

@@ -129,6 +129,11 @@ class IndexLayer(nn.Module):
             raise ValueError(f"encode_triple needs roles >= 3; this layer has roles={self.num_roles}")
         if ids.dim() != 2 or ids.shape[-1] != 3:
             raise ValueError(f"ids must have shape (B, 3), got {tuple(ids.shape)}")
+        if not torch.compiler.is_compiling():  # (a host sync; a compiled graph leaves the check to its caller)
+            outside = (ids < 0) | (ids >= self.num_concepts)
+            if bool(outside.any()):
+                raise ValueError(f"concept id {int(ids[outside][0])} is outside the vocabulary; allowed: "
+                                 f"0..{self.num_concepts - 1} ({self.num_concepts} concepts)")
         e = self.embeddings[ids]  # (B, 3, d)
         # sum_r e_r * R_r: the product and sum directly (einsum "b r d, r d -> b d" runs as a batched matmul with
         # one-column operands, several times slower forward and backward)

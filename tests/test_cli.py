@@ -102,6 +102,7 @@ def test_switches_that_are_not_true_or_false_are_refused(tmp_path):
 def test_unknown_command_prints_usage():
     res = cogarch("fly", check=False)
     assert res.returncode == 2 and "usage: cogarch" in res.stderr
+    assert "unknown command 'fly'; allowed: run, train, eval, experiment, view" in res.stderr
 
 
 def test_multirun_sweeps_each_condition(tmp_path):

@@ -103,6 +103,9 @@ def test_names_print_words():
     assert layer.names([[0, 1, 2]]) == [("<none>", "?", "mary")]
     with pytest.raises(ValueError):
         layer.names(torch.tensor([[5]]))
+    for bad in (5, -1):  # a fact id outside the vocabulary is named, not an IndexError from the embedding lookup
+        with pytest.raises(ValueError, match=rf"concept id {bad} is outside the vocabulary; allowed: 0\.\.4"):
+            layer.encode_triple(torch.tensor([[2, 3, 4], [2, bad, 4]]))
 
 
 def test_batch_equals_batch_of_one():
