@@ -30,6 +30,7 @@ def _run(cfg) -> dict:
 
     _check_seed(cfg)
     _check_flags(cfg, "trace", "snapshots", "progress", "resume")
+    _library_progress(cfg.progress)
     if not isinstance(cfg.episodes, int) or cfg.episodes < 1:
         raise ValueError(f"episodes={cfg.episodes!r} must be an integer >= 1")
     resume = bool(cfg.get("resume", False))
@@ -151,6 +152,22 @@ def _check_flags(cfg, *keys: str) -> None:
             raise ValueError(f"{key}={value!r} is not allowed; allowed: true or false")
 
 
+def _library_progress(progress: bool) -> None:
+    """``progress=false`` also turns off the bars of the libraries an agent loads with (transformers' "Loading
+    weights" of the language model): through huggingface_hub's switch, which transformers reads when imported."""
+    if progress:
+        return
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+
+
 def _run_dir(cfg) -> Path:
     """The hydra run folder, with the resolved config written into it."""
     from hydra.core.hydra_config import HydraConfig
@@ -167,6 +184,7 @@ def _train(cfg) -> dict:
 
     _check_seed(cfg)
     _check_flags(cfg, "progress", "train.resume")
+    _library_progress(cfg.progress)
     if cfg.train.resume:  # before _run_dir rewrites config.yaml: a refused resume leaves the folder as it was
         _check_resumable(cfg, TRAIN_RESUME_KEYS, "train.resume=true", checkpointed=True)
     choices = HydraConfig.get().runtime.choices
@@ -225,6 +243,7 @@ def _eval(cfg) -> list:
 
     _check_seed(cfg)
     _check_flags(cfg, "trace", "progress")
+    _library_progress(cfg.progress)
     return _eval_in(cfg, _run_dir(cfg), HydraConfig.get().runtime.choices.get("env"))
 
 
@@ -284,6 +303,7 @@ def _experiment(cfg) -> list:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
+    _library_progress(cfg.progress)
     out = _run_dir(cfg)
     choices = HydraConfig.get().runtime.choices
     env_overrides = [f"env={choices.get('env')}"]

@@ -99,6 +99,18 @@ def test_switches_that_are_not_true_or_false_are_refused(tmp_path):
     assert not (tmp_path / "run" / "episodes.jsonl").exists()
 
 
+def test_progress_false_turns_off_the_language_model_loading_bar():
+    """transformers' "Loading weights" bar follows progress=false, whether transformers is imported before or after."""
+    check = "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
+    for before in ("", "import transformers; "):
+        code = f"{before}from cogarch.cli import _library_progress; _library_progress(False); {check}"
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert res.stdout.strip() == "False"
+    res = subprocess.run([sys.executable, "-c", f"from cogarch.cli import _library_progress; _library_progress(True); "
+                          f"{check}"], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "True"
+
+
 def test_unknown_command_prints_usage():
     res = cogarch("fly", check=False)
     assert res.returncode == 2 and "usage: cogarch" in res.stderr
