@@ -65,16 +65,15 @@ class CycleRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CycleRecord":
         """The record of a dict written by :meth:`to_json` (other keys, such as a run's episode and reward, are
-        ignored); ValueError when ``step``, ``cycle`` or ``action`` is missing or not an integer (or None for
-        the action)."""
+        ignored; a missing ``action`` is None, as to_json leaves None out); ValueError when ``step`` or ``cycle``
+        is missing or not an integer."""
         names = {f.name for f in fields(cls)}
-        for key in ("step", "cycle", "action"):
+        for key in ("step", "cycle"):
             value = data.get(key, ...)
-            if not (isinstance(value, int) and not isinstance(value, bool)) and not (key == "action" and value is None):
+            if isinstance(value, bool) or not isinstance(value, int):
                 got = "missing" if value is ... else f"{value!r}"
-                raise ValueError(f"not a cycle record: {key} is {got}, an integer is needed"
-                                 + (" (or null)" if key == "action" else ""))
-        return cls(**{k: v for k, v in data.items() if k in names})
+                raise ValueError(f"not a cycle record: {key} is {got}, an integer is needed")
+        return cls(**{"action": None} | {k: v for k, v in data.items() if k in names})
 
     def _repr_html_(self) -> str:  # a notebook shows the candidates, winners and slots as tables
         from cogarch.inspect.html import cycle_html

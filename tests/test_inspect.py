@@ -307,6 +307,19 @@ def test_view_writes_a_self_contained_report_with_the_tables(cli_run):
     assert "src=\"http" not in html and "<script" not in html  # nothing to fetch, no server
 
 
+def test_a_run_of_a_third_party_env_without_discrete_actions_loads(tmp_path):
+    """Pendulum's vector actions are not traced (the action is None, left out of each line): the run still loads."""
+    from agents.baselines import RandomAgent
+
+    env = gym.make("Pendulum-v1")
+    agent = RandomAgent(action_space=env.action_space, observation_space=env.observation_space, seed=0)
+    run_episodes(env, agent, 1, 0, tmp_path, progress=False)
+    assert '"action"' not in (tmp_path / "trace.jsonl").read_text()
+    run = load_run(tmp_path)
+    assert len(run.records) == 200 and {r.action for r in run.records} == {None}
+    assert len(run.to_dataframe()) == 200
+
+
 def test_report_of_a_baseline_run_says_what_it_cannot_plot(tmp_path):
     env = gym.make("cogarch/StoryQA-v0", task=1)
     from agents.baselines import RandomAgent

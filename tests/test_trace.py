@@ -54,11 +54,12 @@ def test_lines_that_are_not_records_name_file_and_line(tmp_path):
         path.write_bytes(good + bad + b"\n" + good)
         with pytest.raises(ValueError, match=rf"t\.jsonl: line 2 is {why}"):
             read_trace(path)
-    for data, msg in (({"step": "x", "cycle": 0, "action": 1}, "step is 'x'"), ({"step": 0, "action": 1},
-                                                                                   "cycle is missing")):
-        with pytest.raises(ValueError, match=f"not a cycle record: {msg}, an integer is needed"):
+    for data, msg in (({"step": "x", "cycle": 0, "action": 1}, "step is 'x', an integer is needed"),
+                      ({"step": 0, "action": 1}, "cycle is missing, an integer is needed")):
+        with pytest.raises(ValueError, match=f"not a cycle record: {msg}"):
             CycleRecord.from_json(data)
-    assert CycleRecord.from_json({"step": 0, "cycle": 1, "action": None, "episode": 3}).action is None
+    assert CycleRecord.from_json({"step": 0, "cycle": 1, "episode": 3}).action is None  # to_json leaves None out
+    assert CycleRecord.from_json({"step": 0, "cycle": 1, "action": [0.5, -1.0]}).action == [0.5, -1.0]  # a Box env
 
 
 def state():

@@ -162,7 +162,7 @@ def load_run(path: str | Path) -> Run:
     Raises FileNotFoundError naming the path when it does not exist, and ValueError naming the folder or file
     when it is not a run (neither ``episodes.jsonl`` nor ``trace.jsonl`` in it), when a line of episodes.jsonl or
     trace.jsonl is not a JSON object (a truncated last line is dropped with a warning instead), when a record
-    lacks its integer fields (an episode's ``episode``; a cycle's ``step``, ``cycle`` and ``action``) or when
+    lacks its integer fields (an episode's ``episode``; a cycle's ``step`` and ``cycle``) or when
     summary.json is not JSON.
     """
     path = Path(path)
