@@ -146,8 +146,12 @@ class IndexLayer(nn.Module):
 
         For each role: unbind it from the residual, ``bottom_up`` -> probs (B, C), take the most probable
         index, then write that index's role-bound embedding top-down into the representation, here as an
-        explain-away (subtract it from the residual) so the next decision sees only what is left. With
-        ``explain_away=False`` every role is read from the untouched ``q`` (an ablation).
+        explain-away (subtract it from the residual) so the next decision sees only what is left. What is
+        subtracted is the embedding's least-squares share of the residual, ``(u . e / |e|^2) e`` bound to the
+        role (u the unbound residual, e the embedding): 1 e for a plain sum of role-bound embeddings, and the same
+        share at any scale of ``q``, so a rescaled representation (the workspace's RMS-normalised candidates)
+        decodes as the sum does. With ``explain_away=False`` every role is read from the untouched ``q`` (an
+        ablation).
 
         Returns ids (B, 3) long and probs (B, 3, C). Decisions are greedy (argmax), so ``ids`` carries no
         gradient; ``probs`` is differentiable w.r.t. ``q`` and the embeddings.
@@ -157,12 +161,15 @@ class IndexLayer(nn.Module):
         residual = q  # (B, d)
         ids, probs = [], []
         for role in range(3):
-            p = self.bottom_up(self.unbind(residual, role), temperature)  # (B, C)
+            unbound = self.unbind(residual, role)  # (B, d)
+            p = self.bottom_up(unbound, temperature)  # (B, C)
             c = p.argmax(dim=-1)  # (B,)
             ids.append(c)
             probs.append(p)
             if explain_away:
-                residual = residual - self.bind(self.top_down(c), role)
+                e = self.top_down(c)  # (B, d)
+                share = (unbound * e).sum(-1, keepdim=True) / e.square().sum(-1, keepdim=True).clamp_min(1e-12)
+                residual = residual - share * self.bind(e, role)
         return torch.stack(ids, dim=1), torch.stack(probs, dim=1)
 
     # ------------------------------------------------------------------ words

@@ -85,6 +85,21 @@ def test_explain_away_conditions_the_next_roles():
     assert obj(with_ea) > obj(without) + 0.02
 
 
+def test_decoding_does_not_depend_on_the_scale_of_the_representation():
+    """The workspace decodes RMS-normalised candidates (norm sqrt(d), about 4.6 times a triple's at d=64): the
+    explain-away subtracts each decided concept's least-squares share, so any scale decodes as the sum does. (With
+    a unit write-back, 3.6 subject embeddings would be left over to drown the predicate.)"""
+    layer = make(dim=64)
+    torch.manual_seed(3)
+    ids = torch.randint(0, 500, (1000, 3))
+    with torch.no_grad():
+        q = layer.encode_triple(ids)
+        plain, _ = layer.decode_triple(q)
+        for scale in (0.2, 64**0.5 / q.norm(dim=-1, keepdim=True), 10.0):
+            assert torch.equal(layer.decode_triple(q * scale)[0], plain)
+    assert (plain == ids).all(dim=1).float().mean() >= 0.8
+
+
 def test_explain_away_leaves_the_pure_object_code():
     # Once s and p are decided correctly, what remains is exactly the object's role-bound embedding.
     layer = make(dim=256)
