@@ -98,6 +98,8 @@ class WorkspaceAgent(LearnedAgent):
         working, long_term, episodic: memory modules, or an empty node / None to leave one out.
         relational: a relational module (``cogarch/relational``: ``relation_network``, a Relation Network over the
             episode's objects), or an empty node / None (default) to leave it out.
+        extra_memories: more memories beside those four, by name (a mapping name -> module; default none): a new
+            module's config group added from the command line, ``+cogarch/<group>@agent.extra_memories.<name>=<option>``.
         language: a :class:`cogarch.language.LanguageModule` (config group ``cogarch/language``), or None. With
             it, the text of each observation is a second sensory item: the frozen LM's pooled sentence vector
             through its learned projection (the LM stays outside the checkpoint; only the projection is saved).
@@ -132,7 +134,8 @@ class WorkspaceAgent(LearnedAgent):
     """
 
     def __init__(self, bottleneck: Bottleneck, dim: int = 64, working: Any = None, long_term: Any = None,
-                 episodic: Any = None, relational: Any = None, language: Any = None, cycles_per_step: int = 1,
+                 episodic: Any = None, relational: Any = None, extra_memories: Mapping[str, Any] | None = None,
+                 language: Any = None, cycles_per_step: int = 1,
                  answer_cycles: int | None = None, time: bool = True, memory_cue: str = "conscious",
                  decode_loss: float = 0.0, efference: bool = False, bptt_steps: int = 32, vocab: Sequence[str] | None = None,
                  agent_vocab: Sequence[str] | None = None, checkpoint: str | None = None, seed: int = 0,
@@ -149,7 +152,8 @@ class WorkspaceAgent(LearnedAgent):
             raise ValueError(f"answer_cycles={answer_cycles!r} is out of range; allowed: integer >= 1 or null "
                              "(= cycles_per_step)")
         super().__init__(vocab, agent_vocab, seed)
-        memories = [m for m in map(_part, (working, long_term, episodic, relational)) if m is not None]
+        extra = dict(extra_memories or {})
+        memories = [m for m in map(_part, (working, long_term, episodic, relational, *extra.values())) if m is not None]
         for m in memories:
             if getattr(m, "dim", dim) != dim:
                 raise ValueError(f"memory {m.source!r} has dim {m.dim} but the agent's dim is {dim}")

@@ -193,6 +193,12 @@ class Workspace(nn.Module):
             self.cue_conscious, self.cue_sensory = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
             nn.init.eye_(self.cue_conscious.weight)
             nn.init.eye_(self.cue_sensory.weight)
+        for m in memories:
+            missing = [f for f in PROTOCOL if not callable(getattr(m, f, None))]
+            if missing or not isinstance(getattr(m, "source", None), str):
+                raise TypeError(f"{type(m).__name__} is not a workspace memory: it needs a `source` name (a str, got "
+                                f"{getattr(m, 'source', None)!r}) and the methods {', '.join(PROTOCOL)}"
+                                + (f" (missing: {', '.join(missing)})" if missing else ""))
         names = [m.source for m in memories]
         if len(set(names)) != len(names) or self.SENSORY in names:
             raise ValueError(f"memory sources must be distinct and not {self.SENSORY!r}; got {names}")
@@ -268,7 +274,7 @@ class Workspace(nn.Module):
             cue = seen if self.memory_cue == "sensory" else F.rms_norm(cue + seen, (self.dim,), eps=1e-6)
         parts, masks, proposals = [sensory], [sensory_mask], {}
         for memory in self.memories:
-            cands, mask, info = memory.propose(state.memories[memory.source], cue)
+            cands, mask, info = _proposal(memory, memory.propose(state.memories[memory.source], cue), B, self.dim)
             parts.append(cands)
             masks.append(mask)
             proposals[memory.source] = info
@@ -307,9 +313,9 @@ class Workspace(nn.Module):
             if getattr(memory, "wants_perceived", False):
                 perceived = ids[sel.winners] == 0 if perceived is None else perceived  # source 0 is SENSORY
                 extra["perceived"] = perceived
-            memories[memory.source], receipts[memory.source] = memory.receive(
+            memories[memory.source], receipts[memory.source] = _receipt(memory, memory.receive(
                 state.memories[memory.source], broadcast, sent, **extra
-            )
+            ))
         # 4. act
         context, context_mask = [broadcast], [sent]
         for memory in self.memories:  # memories that hold items for action (working memory's slots)
@@ -402,6 +408,40 @@ class Workspace(nn.Module):
             records.append(CycleRecord(step=int(steps[b]), cycle=cycle, action=None if actions is None else actions[b],
                                        extra=extra, **rec))
         return records
+
+
+PROTOCOL = ("initial_state", "propose", "receive", "end_episode")  # what a memory of the workspace has
+
+
+def _proposal(memory: nn.Module, result, batch: int, dim: int) -> tuple[Tensor, Tensor, dict]:
+    """``memory.propose``'s result, checked: (candidates (B, n, d), mask (B, n) bool, info dict). Checks of shapes
+    only (no host sync), so that a memory that breaks the protocol is named instead of failing later in the cycle."""
+    ok = isinstance(result, tuple) and len(result) == 3
+    if ok:
+        cands, mask, info = result
+        ok = (isinstance(cands, Tensor) and cands.dim() == 3 and cands.shape[0] == batch and cands.shape[2] == dim
+              and isinstance(mask, Tensor) and mask.shape == cands.shape[:2] and isinstance(info, dict))
+    if not ok:
+        raise TypeError(f"{type(memory).__name__}.propose (source {memory.source!r}) must return (candidates ({batch}, "
+                        f"n, {dim}), mask ({batch}, n) bool, info dict); got {_shapes(result)}")
+    return result
+
+
+def _receipt(memory: nn.Module, result) -> tuple[Any, dict]:
+    """``memory.receive``'s result, checked: (new state, info dict)."""
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+        raise TypeError(f"{type(memory).__name__}.receive (source {memory.source!r}) must return (new state, info "
+                        f"dict); got {_shapes(result)}")
+    return result
+
+
+def _shapes(x) -> str:
+    """What a protocol method returned, briefly: tensors as their shapes."""
+    if isinstance(x, Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    if isinstance(x, tuple) and not hasattr(x, "_fields"):
+        return "(" + ", ".join(_shapes(v) for v in x) + ")"
+    return type(x).__name__
 
 
 def _rms_normed(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:

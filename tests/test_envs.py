@@ -124,6 +124,7 @@ def test_random_agent_is_at_chance(env_id):
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_bad_input_is_refused(env_id):
+    assert env_id in BAD_KWARGS, f"a new env: give one out-of-range keyword of {env_id} in BAD_KWARGS (tests/test_envs.py)"
     (name, value), = BAD_KWARGS[env_id].items()
     with pytest.raises(ValueError, match=name):
         gym.make(env_id, **{name: value})

@@ -172,6 +172,18 @@ def test_workspace_agent_teacher_forced_equals_step_by_step(overrides):
                 torch.testing.assert_close(logits[0], whole[b, t], rtol=1e-4, atol=1e-5)
 
 
+def test_a_memory_is_added_beside_the_four_parts_by_name():
+    """``+cogarch/<group>@agent.extra_memories.<name>=<option>`` composes one more memory into the workspace (here a
+    second episodic memory with another source name would clash, so the part it replaces is left out)."""
+    env = StoryQAEnv(task=1)
+    agent = workspace_agent("cogarch/episodic@agent.episodic=none", "cogarch/long_term@agent.long_term=none",
+                            "+cogarch/long_term@agent.extra_memories.store=outer_product", vocab=env.vocab)
+    assert [m.source for m in agent.workspace.memories] == ["working", "long_term"]
+    obs, info = env.reset(seed=0)
+    _, _, records = agent.act(obs, agent.initial_state(), info)
+    assert "long_term" in {c["source"] for c in records[0].candidates}
+
+
 def test_answer_cycles_think_longer_only_where_a_question_is_asked():
     env = StoryQAEnv(task=2)
     agent = workspace_agent("agent.answer_cycles=3", vocab=env.vocab)

@@ -137,6 +137,29 @@ def test_duplicate_sources_are_refused():
         Workspace(D, Bottleneck(D, k=2), MotorHead(D, 3), [Spy("a"), Spy("a")])
 
 
+def test_a_memory_that_breaks_the_protocol_is_named():
+    with pytest.raises(TypeError, match=r"Spy is not a workspace memory: it needs a `source` name \(a str, got None\)"):
+        Workspace(D, Bottleneck(D, k=2), MotorHead(D, 3), [Spy(None)])
+    with pytest.raises(TypeError, match=r"\(missing: initial_state, propose, receive, end_episode\)"):
+        Workspace(D, Bottleneck(D, k=2), MotorHead(D, 3), [nn.Linear(D, D)])
+
+    class StateOnly(Spy):  # receive returns the state alone
+        def receive(self, state, broadcast, mask=None):
+            return super().receive(state, broadcast, mask)[0]
+
+    class Flat(Spy):  # propose returns (B, d) and (B,)
+        def propose(self, state, query):
+            cand, mask, info = super().propose(state, query)
+            return cand[:, 0], mask[:, 0], info
+
+    for cls, message in ((StateOnly, r"StateOnly\.receive \(source 'b'\) must return \(new state, info dict\); got SpyState"),
+                         (Flat, r"Flat\.propose \(source 'b'\) must return \(candidates \(3, n, 16\), mask \(3, n\) bool, "
+                                r"info dict\); got \(a tensor of shape \(3, 16\), a tensor of shape \(3,\), dict\)")):
+        ws = Workspace(D, Bottleneck(D, k=2), MotorHead(D, 3), [Spy("a"), cls("b")])
+        with pytest.raises(TypeError, match=message):
+            ws.cycle(ws.initial_state(3), torch.randn(3, 1, D))
+
+
 def test_a_cycle_under_inference_mode_does_not_break_a_later_training_cycle():
     from cogarch.bottleneck import Bottleneck
     from cogarch.memory.working import WorkingMemory
