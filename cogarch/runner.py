@@ -34,12 +34,19 @@ class Summary:
     ``as_dict(wall_s)`` gives ``episodes``, ``success_rate`` (over the episodes whose env reports success; None if
     none does), ``answer_accuracy`` (correct answering steps / answering steps), ``mean_reward``, ``env_steps``,
     ``steps_per_s``, ``wall_s`` and, per question tag (e.g. GraphTrace's ``edges_twice``), ``answer_steps_<tag>``
-    and ``answer_accuracy_<tag>``."""
+    and ``answer_accuracy_<tag>``.
 
-    def __init__(self, episodes: Iterable[dict[str, Any]] = ()) -> None:
+    ``earlier``: episodes an earlier process played (a resumed run's). They count in the results, not in the speed:
+    ``steps_per_s`` is then the steps played since over ``wall_s``, this process's time (None if it played none),
+    and ``resumed_episodes`` says how many there were."""
+
+    def __init__(self, episodes: Iterable[dict[str, Any]] = (), earlier: Iterable[dict[str, Any]] = ()) -> None:
         self.n, self.steps, self.answered, self.correct, self.successes, self.scored = 0, 0, 0, 0, 0, 0
         self.reward: float = 0  # summed in episode order, as sum() would
         self.tags: dict[str, list[int]] = {}  # tag -> [answered, correct]
+        for e in earlier:
+            self.add(e)
+        self.earlier_n, self.earlier_steps = self.n, self.steps
         for e in episodes:
             self.add(e)
 
@@ -69,9 +76,12 @@ class Summary:
             "answer_accuracy": self.correct / self.answered if self.answered else None,
             "mean_reward": self.reward / self.n if self.n else None,
             "env_steps": self.steps,
-            "steps_per_s": self.steps / wall_s if wall_s > 0 else None,
+            "steps_per_s": (self.steps - self.earlier_steps) / wall_s if wall_s > 0 and self.steps > self.earlier_steps
+            else None,
             "wall_s": wall_s,
         }
+        if self.earlier_n:
+            out["resumed_episodes"] = self.earlier_n
         for tag, (answered, correct) in sorted(self.tags.items()):
             out[f"answer_steps_{tag}"] = answered
             out[f"answer_accuracy_{tag}"] = correct / answered if answered else None
@@ -154,7 +164,7 @@ def run_episodes(
     files = RunFiles(out, trace, resume)
     if hasattr(agent, "trace_cycles"):  # learned agents skip building cycle records that nobody writes
         agent.trace_cycles = trace
-    summary = Summary(files.done[:episodes])
+    summary = Summary(earlier=files.done[:episodes])
     start = time.perf_counter()
     bar = tqdm(range(summary.n, episodes), desc="episodes", unit="ep", disable=not progress,
                dynamic_ncols=True, initial=summary.n, total=episodes)

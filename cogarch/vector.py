@@ -63,7 +63,7 @@ def run_episodes_vectorized(
     obs, info, run = [None] * n, [None] * n, [None] * n  # run: that episode's tallies and trace lines
     state = agent.initial_state(seed=seed, batch_size=n)
     finished: dict[int, tuple[dict, list]] = {}  # episode -> (result, trace lines), waiting to be written
-    summary = Summary(files.done[:episodes])
+    summary = Summary(earlier=files.done[:episodes])
     next_episode, start = summary.n, time.perf_counter()
     bar = tqdm(total=episodes, initial=summary.n, desc=f"episodes x{n} envs", unit="ep", disable=not progress,
                dynamic_ncols=True)

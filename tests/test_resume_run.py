@@ -103,6 +103,17 @@ def test_running_summary_equals_the_summary_recomputed_from_the_episodes():
                                       "env_steps": 0, "steps_per_s": None, "wall_s": 0.0}
 
 
+def test_a_resumed_summary_counts_the_earlier_episodes_in_its_results_and_not_in_its_speed():
+    whole, resumed = Summary(EPISODES), Summary(earlier=EPISODES[:2])
+    for e in EPISODES[2:]:
+        resumed.add(e)
+    got, expect = resumed.as_dict(2.0), whole.as_dict(2.0)
+    assert {k: v for k, v in got.items() if k not in ("steps_per_s", "resumed_episodes")} == {
+        k: v for k, v in expect.items() if k != "steps_per_s"}
+    assert got["steps_per_s"] == sum(e["steps"] for e in EPISODES[2:]) / 2.0 and got["resumed_episodes"] == 2
+    assert Summary(earlier=EPISODES).as_dict(0.5)["steps_per_s"] is None  # a finished run resumed plays nothing
+
+
 def test_summary_file_is_rewritten_at_most_every_interval_and_when_the_run_ends(tmp_path, monkeypatch):
     """episodes.jsonl gets every episode at once; summary.json (a whole-file rewrite) the first episode, then at
     most once per SUMMARY_EVERY_S, and the last state on close."""
