@@ -316,10 +316,11 @@ class WorkspaceAgent(LearnedAgent):
     def semantic_decoding_loss(self, items: Tensor, ids: Tensor) -> Tensor:
         """Cross-entropy (N,) of decoding the fact items (N, d) into their own triples ids (N, 3), averaged over
         the three roles: role r is read from the residual left after the true concepts of the roles before it
-        are explained away (teacher-forced semantic decoding, ``IndexLayer.decode_triple``'s order)."""
+        are explained away (teacher-forced semantic decoding: ``IndexLayer.decode_triple``'s order and
+        explain-away)."""
         layer, residual, loss = self.index_layer, items, items.new_zeros(items.shape[0])
         for role in range(3):
             logits = layer.logits(layer.unbind(residual, role))  # (N, C)
             loss = loss + F.cross_entropy(logits, ids[:, role], reduction="none")
-            residual = residual - layer.bind(layer.top_down(ids[:, role]), role)
+            residual = layer.explain_away(residual, ids[:, role], role)
         return loss / 3
