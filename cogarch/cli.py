@@ -346,6 +346,18 @@ def _experiment(cfg) -> list:
     return _eval_in(ev, out / "eval", choices.get("env"))
 
 
+# What hydra and _run_dir put in a run folder before a command does any work
+BOOKKEEPING = {".hydra", "cli.log", "config.yaml"}
+
+
+def _remove_bookkeeping_only(folder: Path) -> None:
+    """Remove ``folder`` if it holds nothing but BOOKKEEPING (a command that failed before writing results)."""
+    import shutil
+
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= BOOKKEEPING:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
@@ -361,8 +373,19 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     config = {"experiment": "experiments"}.get(command, command)
-    task = hydra.main(config_path="pkg://configs", config_name=config, version_base="1.3")(
-        {"run": _run, "train": _train, "eval": _eval, "experiment": _experiment}[command])
+    job = {"run": _run, "train": _train, "eval": _eval, "experiment": _experiment}[command]
+
+    def tidy(cfg):  # a command refused before it wrote anything takes hydra's empty run folder with it
+        from hydra.core.hydra_config import HydraConfig
+
+        folder = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            return job(cfg)
+        except BaseException:
+            _remove_bookkeeping_only(folder)
+            raise
+
+    task = hydra.main(config_path="pkg://configs", config_name=config, version_base="1.3")(tidy)
     sys.argv = [f"cogarch {command}", *rest]
     task()
 

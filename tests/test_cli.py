@@ -84,6 +84,14 @@ def test_a_folder_holding_a_run_is_not_written_over_without_resume(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name in before} == before
 
 
+def test_a_refused_command_leaves_no_empty_run_folder(tmp_path):
+    """hydra makes the run folder before the command's checks run; a refusal takes it away again (a folder with
+    results in it stays, as the test above shows)."""
+    for args in (("run", "episodes=-1"), ("run", "env.task=99"), ("train", "train.max_minutes=0")):
+        res = cogarch(*args, f"hydra.run.dir={tmp_path / args[0]}", check=False)
+        assert res.returncode != 0 and not (tmp_path / args[0]).exists(), res.stderr
+
+
 def test_dim_that_is_not_a_positive_integer_is_refused(tmp_path):
     for dim in ("7.5", "0"):
         res = cogarch("run", "agent=workspace", f"dim={dim}", f"hydra.run.dir={tmp_path}", check=False)
