@@ -167,15 +167,17 @@ class IndexLayer(nn.Module):
             ids.append(c)
             probs.append(p)
             if explain_away:
-                residual = self.explain_away(residual, c, role)
+                residual = self.explain_away(residual, c, role, unbound)
         return torch.stack(ids, dim=1), torch.stack(probs, dim=1)
 
-    def explain_away(self, residual: Tensor, index: Tensor, role: int) -> Tensor:
+    def explain_away(self, residual: Tensor, index: Tensor, role: int, unbound: Tensor | None = None) -> Tensor:
         """``residual`` (B, d) without the share of concept ``index`` (B,) in ``role``: minus ``(u . e / |e|^2) e``
-        bound to the role (u the residual unbound from it, e the concept's embedding), the least-squares amount,
-        so the same share goes at any scale of the residual. One step of :meth:`decode_triple`."""
+        bound to the role (u the residual unbound from it, ``unbound`` if the caller has it, e the concept's
+        embedding), the least-squares amount, so the same share goes at any scale of the residual. One step of
+        :meth:`decode_triple`."""
         e = self.top_down(index)  # (B, d)
-        share = (self.unbind(residual, role) * e).sum(-1, keepdim=True)  # (B, 1)
+        u = self.unbind(residual, role) if unbound is None else unbound
+        share = (u * e).sum(-1, keepdim=True)  # (B, 1)
         share = share / e.square().sum(-1, keepdim=True).clamp_min(1e-12)
         return residual - share * self.bind(e, role)
 

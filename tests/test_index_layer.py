@@ -13,6 +13,14 @@ def make(dim=256, vocab=VOCAB500, seed=0, **kw):
     return IndexLayer(vocab, dim, **kw)
 
 
+def random_triples(layer, seed, n=1000):
+    """n random triples (n, 3) over the layer's concepts and their role-bound sums (n, d)."""
+    torch.manual_seed(seed)
+    ids = torch.randint(0, layer.num_concepts, (n, 3))
+    with torch.no_grad():
+        return ids, layer.encode_triple(ids)
+
+
 def test_bottom_up_recognises_own_embedding_at_default_init():
     layer = make()
     with torch.no_grad():
@@ -72,10 +80,8 @@ def test_explain_away_conditions_the_next_roles():
     # In a crowded space (d=64, 500 concepts) crosstalk from the other two roles causes errors; writing the
     # decided subject (and predicate) back top-down and subtracting it removes that crosstalk for later roles.
     layer = make(dim=64)
-    torch.manual_seed(2)
-    ids = torch.randint(0, 500, (1000, 3))
+    ids, q = random_triples(layer, seed=2)
     with torch.no_grad():
-        q = layer.encode_triple(ids)
         with_ea, _ = layer.decode_triple(q)
         without, _ = layer.decode_triple(q, explain_away=False)
     assert torch.equal(with_ea[:, 0], without[:, 0])  # the first decision is the same
@@ -90,10 +96,8 @@ def test_decoding_does_not_depend_on_the_scale_of_the_representation():
     explain-away subtracts each decided concept's least-squares share, so any scale decodes as the sum does. (With
     a unit write-back, 3.6 subject embeddings would be left over to drown the predicate.)"""
     layer = make(dim=64)
-    torch.manual_seed(3)
-    ids = torch.randint(0, 500, (1000, 3))
+    ids, q = random_triples(layer, seed=3)
     with torch.no_grad():
-        q = layer.encode_triple(ids)
         plain, _ = layer.decode_triple(q)
         for scale in (0.2, 64**0.5 / q.norm(dim=-1, keepdim=True), 10.0):
             assert torch.equal(layer.decode_triple(q * scale)[0], plain)

@@ -185,9 +185,9 @@ def load_run(path: str | Path) -> Run:
     if tr_file.is_file():
         for n, d in enumerate(read_trace(tr_file), start=1):
             i = d.get("episode", 0)
+            if not isinstance(i, int):
+                raise ValueError(f"{tr_file}: record {n}: episode is {i!r}, an integer is needed")
             try:
-                if not isinstance(i, int):
-                    raise ValueError(f"episode is {i!r}, an integer is needed")
                 record = CycleRecord.from_json(d)
             except ValueError as err:
                 raise ValueError(f"{tr_file}: record {n}: {err}") from None
