@@ -23,6 +23,12 @@ For an agent that answers by the story's rules, a measure that sees only whether
 above that fraction (in the other episodes a supporting fact's deletion leaves the answer as it was); the KL
 divergence also sees shifts within a kept answer, so it may. The bench also prints the agent's hits on those
 episodes.
+
+Resampling, the paper's first method: each reading step is also replayed with its fact replaced by each fact of
+the env's support that differs from it in one role (``intervention="resample"``), and ranked by the KL divergence
+of the mean answer distribution over those resamples (``p_drop``: the mean drop). Deletion cannot see repeated
+evidence; a resample of it still moves the answer. The bench prints both rankings' hit rates side by side, and
+which relations the supporting facts they miss have.
 """
 
 from __future__ import annotations
@@ -38,7 +44,13 @@ import gymnasium as gym  # noqa: E402
 
 import environments  # noqa: E402,F401
 from agents.checkpoint import load_agent  # noqa: E402
-from cogarch.inspect.anchors import MEASURES, anchor_hit, chance_hit, counterfactual_importance  # noqa: E402
+from cogarch.inspect.anchors import (  # noqa: E402
+    MEASURES,
+    anchor_hit,
+    chance_hit,
+    counterfactual_importance,
+    fact_pool,
+)
 
 
 def story_answer(facts, entity: str):
@@ -78,7 +90,8 @@ def each_support_necessary(env, seed: int) -> bool:
     return all(story_answer(facts[:t] + facts[t + 1:], entity) != answer for t in info["supporting_facts"])
 
 
-def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycles: float) -> str:
+def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycles: float, resampled: dict,
+             missed_by: dict) -> str:
     """The bench's figures as a section of benchmarks/results.md."""
     n, fmt = result["episodes"], "{:.3f}".format
     lines = [f"## Thought Anchors: StoryQA task {args.task}, agent {args.agent}, {n} episodes (seeds {args.seed}.."
@@ -87,11 +100,22 @@ def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycl
              f"compared). m = the number of supporting facts bAbI names (2 on task 2); {cycles:.1f} reading cycles "
              "per episode on average. goal: every supporting fact among the top-ranked cycles in >= 80% of the "
              "episodes.\n",
-             f"| episodes with every supporting fact in | ranked by {args.measure} | ranked by {other} "
-             "| a random ranking |", "|---|---:|---:|---:|"]
+             "The last two columns resample each reading step instead (its fact replaced by each fact of the env's "
+             "support that differs from it in one role; the mean answer distribution compared).\n",
+             f"| episodes with every supporting fact in | suppressed, ranked by {args.measure} | suppressed, ranked "
+             f"by {other} | a random ranking | resampled, ranked by {args.measure} | resampled, ranked by {other} |",
+             "|---|---:|---:|---:|---:|---:|"]
     for extra, (hit_count, chance) in wider.items():
         label = "the top m" + (f" + {extra}" if extra else "")
-        lines.append(f"| {label} | {fmt(hit_count / n)} | {fmt(other_hits[extra] / n)} | {fmt(chance / n)} |")
+        lines.append(f"| {label} | {fmt(hit_count / n)} | {fmt(other_hits[extra] / n)} | {fmt(chance / n)} "
+                     f"| {fmt(resampled[args.measure][extra] / n)} | {fmt(resampled[other][extra] / n)} |")
+    lines += ["", "Supporting facts not in the top m, by relation (ranked by " + args.measure + "):", "",
+              "| intervention | " + " | ".join(sorted(set(missed_by["suppress"]) | set(missed_by["resample"])))
+              + " |"]
+    relations = sorted(set(missed_by["suppress"]) | set(missed_by["resample"]))
+    lines.append("|---|" + "---:|" * len(relations))
+    for name, counts in missed_by.items():
+        lines.append(f"| {name} | " + " | ".join(str(counts.get(r, 0)) for r in relations) + " |")
     lines += ["", "| figure | value |", "|---|---:|",
               f"| agent accuracy | {fmt(result['agent_accuracy'])} |",
               f"| every supporting fact in the top m, among the episodes answered correctly "
@@ -124,14 +148,25 @@ def main(argv=None) -> dict:
     wider = {extra: [0, 0.0] for extra in (0, 1, 2)}  # m = #supporting + extra: hits, and a random ranking's expectation
     other = next(m for m in MEASURES if m != args.measure)
     other_hits = dict.fromkeys(wider, 0)  # the same, ranked by the other measure
+    resampled_hits = {m: dict.fromkeys(wider, 0) for m in MEASURES}  # the same, each reading step resampled
+    missed_by = {"suppress": {}, "resample": {}}  # supporting facts not in the top m, by relation
+    pool = fact_pool(env)  # the support resamples are drawn from (seeds far from the evaluated ones)
     for i in range(args.episodes):
         table = counterfactual_importance(agent, env, args.seed + i, reading_only=True, measure=args.measure)
+        resampled = counterfactual_importance(agent, env, args.seed + i, reading_only=True, measure=args.measure,
+                                              intervention="resample", pool=pool)
         hit = anchor_hit(table)
         n_support, n_cycles = len(table.attrs["supporting"]), len(table)
         for extra, tally in wider.items():
             tally[0] += anchor_hit(table, n_support + extra)
             tally[1] += chance_hit(n_cycles, n_support, n_support + extra)
             other_hits[extra] += anchor_hit(table, n_support + extra, by=other)
+            for m in MEASURES:
+                resampled_hits[m][extra] += anchor_hit(resampled, n_support + extra, by=m)
+        relation = dict(zip(table.step, table.fact.str.split().str[1]))
+        for name, ranked in (("suppress", table), ("resample", resampled)):
+            for step in set(table.attrs["supporting"]) - set(ranked.head(n_support)["step"]):
+                missed_by[name][relation[step]] = missed_by[name].get(relation[step], 0) + 1
         if args.task in (1, 2) and each_support_necessary(env, args.seed + i):
             necessary += 1
             hits_necessary += hit
@@ -159,7 +194,10 @@ def main(argv=None) -> dict:
     for extra, (hit_count, _) in list(wider.items())[1:]:
         result[f"anchor_fraction_m_plus_{extra}"] = hit_count / n
     result[f"by_{other}"] = {f"m_plus_{extra}": hit_count / n for extra, hit_count in other_hits.items()}
-    print(markdown(args, result, wider, other, other_hits, cycles / n))
+    result["resampled"] = {m: {f"m_plus_{extra}": h / n for extra, h in hits_m.items()}
+                           for m, hits_m in resampled_hits.items()}
+    result["missed_by_relation"] = missed_by
+    print(markdown(args, result, wider, other, other_hits, cycles / n, resampled_hits, missed_by))
     return result
 
 

@@ -19,7 +19,8 @@ from agents.workspace import WorkspaceAgent
 from cogarch.bottleneck import Bottleneck
 from cogarch.inspect import COLUMNS, load_run, snapshot_of
 from cogarch.inspect import plots
-from cogarch.inspect.anchors import anchor_hit, answer_kl, counterfactual_importance, replay
+from cogarch.inspect.anchors import (anchor_hit, answer_kl, counterfactual_importance, fact_pool, replay,
+                                     replay_resampled, resamples)
 from cogarch.inspect.html import words
 from cogarch.inspect.report import render, write_report
 from cogarch.memory.episodic import EpisodicMemory
@@ -284,6 +285,75 @@ def test_answer_kl():
     assert np.isnan(answer_kl([], []))
     with pytest.raises(ValueError, match="answered 1 and 2 times; KL compares"):
         answer_kl([a], [a, b])
+
+
+def test_resamples_differ_from_the_fact_in_one_role_or_in_any():
+    pool = [(1, 2, 3), (1, 2, 4), (5, 2, 3), (1, 6, 3), (5, 6, 3), (5, 6, 7), (1, 2, 3)]
+    assert resamples((1, 2, 3), pool) == [(1, 2, 4), (5, 2, 3), (1, 6, 3)]
+    assert resamples((1, 2, 3), pool, "any") == [(1, 2, 4), (5, 2, 3), (1, 6, 3), (5, 6, 3), (5, 6, 7)]
+    assert resamples((9, 9, 9), pool) == []
+    with pytest.raises(ValueError, match="resample='two' is not one of"):
+        resamples((1, 2, 3), pool, "two")
+
+
+def test_the_fact_pool_is_what_the_streams_show_while_reading():
+    env = gym.make("cogarch/StoryQA-v0", task=1)
+    pool = fact_pool(env, episodes=20)
+    vocab = env.unwrapped.vocab
+    assert len(pool) == len(set(pool)) and pool == sorted(pool)
+    assert {vocab[r] for _, r, _ in pool} == {"go"}  # task 1 reads moves only; its questions are not in the pool
+    assert {vocab[s] for s, _, _ in pool} <= {"mary", "john", "daniel", "sandra"}
+    with pytest.raises(ValueError, match="episodes=0 is out of range"):
+        fact_pool(env, episodes=0)
+
+
+def test_resampled_replays_in_one_batch_equal_single_replays():
+    env = gym.make("cogarch/StoryQA-v0", task=1)
+    agent = load_agent("story_qa", vocab=env.unwrapped.vocab)
+    base = replay(agent, env, 3)
+    t = base["supporting"][0]
+    same, moved = replay_resampled(agent, env, 3, [{}, {t: base["fact_ids"][t]}]), None
+    for cf in same:  # nothing replaced, or a fact replaced by itself: the episode as it was, in a batch of 2
+        assert np.isclose(cf["p_correct"], base["p_correct"], atol=1e-5)
+        assert np.allclose(cf["log_probs"][0], base["log_probs"][0], atol=1e-4)
+    s, r, o = base["fact_ids"][t]
+    other = next(x for _, _, x in fact_pool(env, episodes=20) if x != o)
+    moved = replay_resampled(agent, env, 3, [{t: (s, r, other)}])[0]
+    assert moved["p_correct"] < 0.5 < base["p_correct"]  # the person went elsewhere: the answer moves with them
+    with pytest.raises(ValueError, match="is not a fact of this env's vocabulary"):
+        replay_resampled(agent, env, 3, [{t: (s, r, 10_000)}])
+
+    class Speaking:  # an agent that reads the text as well: a replaced fact would contradict it
+        act_batch, env_map, language = None, None, object()
+
+    with pytest.raises(ValueError, match="language module"):
+        replay_resampled(Speaking(), env, 3, [{}])
+
+
+def test_resampled_importance_is_the_kl_to_the_mean_over_the_resamples():
+    env = gym.make("cogarch/StoryQA-v0", task=1)
+    agent = load_agent("story_qa", vocab=env.unwrapped.vocab)
+    pool = fact_pool(env, episodes=50)
+    base = replay(agent, env, 0)
+    table = counterfactual_importance(agent, env, 0, intervention="resample", pool=pool)
+    assert table.attrs["intervention"] == "resample" and (table.cycle == -1).all()
+    assert sorted(table.step) == [t for t, phase in enumerate(base["phases"]) if phase == 0]  # reading steps
+    for row in table.head(3).itertuples():  # each row's figures are the mean over its own resamples
+        alternatives = resamples(base["fact_ids"][row.step], pool)
+        assert row.replays == len(alternatives) > 0
+        cfs = replay_resampled(agent, env, 0, [{row.step: f} for f in alternatives])
+        mixed = np.log(np.mean([np.exp(cf["log_probs"][0]) for cf in cfs], axis=0))
+        assert np.isclose(row.p_correct, np.mean([cf["p_correct"] for cf in cfs]), atol=1e-6)
+        assert np.isclose(row.kl, answer_kl(base["log_probs"], [mixed]), rtol=1e-4, atol=1e-6)
+    hits = 0
+    for seed in range(5):  # the person's last move matters most: every resample of it moves the answer
+        ranked = counterfactual_importance(agent, env, seed, intervention="resample", pool=pool)
+        hits += anchor_hit(ranked)
+    assert hits >= 4
+    with pytest.raises(ValueError, match="intervention='delete' is not one of"):
+        counterfactual_importance(agent, env, 0, intervention="delete")
+    with pytest.raises(ValueError, match="resample='all' is not one of"):
+        counterfactual_importance(agent, env, 0, intervention="resample", resample="all")
 
 
 def test_replay_refuses_an_agent_without_suppress():
