@@ -116,6 +116,8 @@ def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycl
     lines.append("|---|" + "---:|" * len(relations))
     for name, counts in missed_by.items():
         lines.append(f"| {name} | " + " | ".join(str(counts.get(r, 0)) for r in relations) + " |")
+    lines += ["", f"Of the drops resampling missed, {result['missed_drops_with_the_pickup_on_top']} have the same "
+              "person's earlier pickup of the object in the top m instead."]
     lines += ["", "| figure | value |", "|---|---:|",
               f"| agent accuracy | {fmt(result['agent_accuracy'])} |",
               f"| every supporting fact in the top m, among the episodes answered correctly "
@@ -150,6 +152,7 @@ def main(argv=None) -> dict:
     other_hits = dict.fromkeys(wider, 0)  # the same, ranked by the other measure
     resampled_hits = {m: dict.fromkeys(wider, 0) for m in MEASURES}  # the same, each reading step resampled
     missed_by = {"suppress": {}, "resample": {}}  # supporting facts not in the top m, by relation
+    pickup_instead = 0  # resampling: missed drops whose same person's earlier pickup of the object is in the top m
     pool = fact_pool(env)  # the support resamples are drawn from (seeds far from the evaluated ones)
     for i in range(args.episodes):
         table = counterfactual_importance(agent, env, args.seed + i, reading_only=True, measure=args.measure)
@@ -163,10 +166,14 @@ def main(argv=None) -> dict:
             other_hits[extra] += anchor_hit(table, n_support + extra, by=other)
             for m in MEASURES:
                 resampled_hits[m][extra] += anchor_hit(resampled, n_support + extra, by=m)
-        relation = dict(zip(table.step, table.fact.str.split().str[1]))
+        words = dict(zip(table.step, table.fact.str.split()))
         for name, ranked in (("suppress", table), ("resample", resampled)):
-            for step in set(table.attrs["supporting"]) - set(ranked.head(n_support)["step"]):
-                missed_by[name][relation[step]] = missed_by[name].get(relation[step], 0) + 1
+            top = set(ranked.head(n_support)["step"])
+            for step in set(table.attrs["supporting"]) - top:
+                s, r, o = words[step]
+                missed_by[name][r] = missed_by[name].get(r, 0) + 1
+                if name == "resample" and r == "drop":  # is the same person's pickup of the object ranked instead?
+                    pickup_instead += any(words[t] == [s, "get", o] for t in top if t < step)
         if args.task in (1, 2) and each_support_necessary(env, args.seed + i):
             necessary += 1
             hits_necessary += hit
@@ -196,7 +203,7 @@ def main(argv=None) -> dict:
     result[f"by_{other}"] = {f"m_plus_{extra}": hit_count / n for extra, hit_count in other_hits.items()}
     result["resampled"] = {m: {f"m_plus_{extra}": h / n for extra, h in hits_m.items()}
                            for m, hits_m in resampled_hits.items()}
-    result["missed_by_relation"] = missed_by
+    result["missed_by_relation"], result["missed_drops_with_the_pickup_on_top"] = missed_by, pickup_instead
     print(markdown(args, result, wider, other, other_hits, cycles / n, resampled_hits, missed_by))
     return result
 
