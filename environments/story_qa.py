@@ -86,6 +86,9 @@ def read_babi_file(path) -> list[tuple]:
     indexes them. Raises ``ValueError`` naming the file and line of anything it cannot read.
     """
     out, facts, where = [], [], {}  # where: story line id -> index in facts
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data_path={os.fspath(path)!r} is not a file; allowed: a bAbI-format .txt file, or "
+                                "null to generate stories")
     with open(path, encoding="utf-8") as f:
         for n, raw in enumerate(f, 1):
             line = raw.rstrip("\n")

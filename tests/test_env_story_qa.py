@@ -410,3 +410,9 @@ def test_unreadable_babi_lines_name_the_file_and_line(tmp_path, line, why):
     path.write_text("1 Mary moved to the bathroom.\n2 John went to the hallway.\n" + line + "\n")
     with pytest.raises(ValueError, match=rf"bad\.txt, line 3: .*{why}"):
         gym.make(ID, data_path=str(path))
+
+
+def test_a_missing_babi_file_names_the_setting(tmp_path):
+    for path in (tmp_path / "qa2_train.txt", tmp_path):  # not there; a folder
+        with pytest.raises(FileNotFoundError, match=rf"data_path='{path}' is not a file; allowed: a bAbI-format"):
+            gym.make(ID, data_path=str(path))
