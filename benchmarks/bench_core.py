@@ -42,6 +42,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cogarch.runtime import keep_freed_memory
 from cogarch.workspace import COMPILE_OPTIONS, MotorHead, Workspace
 
 DIM, ACTIONS = 128, 100
@@ -166,6 +167,47 @@ def side_by_side(processes: int, batch: int) -> list[float]:
             p.wait()
 
 
+MALLOC_ROUNDS = 3  # the malloc table alternates its two settings, this many processes each
+
+
+def alone(batch: int, threads: int, keep: bool) -> None:
+    """One process of the malloc table (``--alone BATCH THREADS keep|default``): glibc's malloc as
+    cogarch.runtime.keep_freed_memory leaves it, or its defaults; the compiled in-place cycle on ``threads``
+    threads; prints its item-cycles/s and the minor page faults per cycle."""
+    import resource
+
+    if keep:
+        keep_freed_memory()
+    torch.set_num_threads(threads)
+    ws = workspace("outer_product")
+    cycle = compiled_cycle(ws)
+    cycles_per_s(ws, batch, True, cycle)  # compiles, and takes the memory a cycle needs once
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rate = cycles_per_s(ws, batch, True, cycle)
+    cycles = 10 + rate * SECONDS  # its 10 warm-up cycles and about the ones it timed
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    print(f"{rate * batch} {faults / cycles}")
+
+
+def malloc_rows(batch: int, threads: int) -> list[str]:
+    """glibc's malloc defaults against keep_freed_memory (the CLI's setting): MALLOC_ROUNDS processes of each,
+    alternated, the median item-cycles/s and page faults per cycle of each."""
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for r in range(MALLOC_ROUNDS):
+        for keep in ((False, True) if r % 2 == 0 else (True, False)):
+            mode = "keep" if keep else "default"
+            out = subprocess.run([sys.executable, __file__, "--alone", str(batch), str(threads), mode],
+                                 capture_output=True, text=True, check=True)
+            rate, faults = (float(x) for x in out.stdout.split()[-2:])
+            runs[keep].append((rate, faults))
+    rows = []
+    for keep, label in ((False, "glibc's defaults"), (True, "keep_freed_memory() (the CLI's setting)")):
+        rates, faults = sorted(r for r, _ in runs[keep]), sorted(f for _, f in runs[keep])
+        rows.append(f"| {label} | {rates[len(rates) // 2]:,.0f} | {' / '.join(f'{r:,.0f}' for r, _ in runs[keep])} "
+                    f"| {faults[len(faults) // 2]:,.1f} |")
+    return rows
+
+
 def threads_side_by_side(ws: Workspace, cycle, threads: int, batch: int) -> list[float]:
     """Cycles/s of ``threads`` Python threads of this process, each running ``cycle`` (compiled, in place) on its own
     batch of ``batch`` streams with one torch thread, timed over the same seconds: the side-by-side processes within
@@ -277,6 +319,15 @@ def main() -> str:
         + " / ".join(f"{r * batch:,.0f}" for r in in_threads) + " |",
         f"| ratio | {threaded / one:.2f} | |",
     ]
+    lines += [
+        "",
+        f"glibc's malloc: the compiled in-place cycle at batch {batch} in one process on {n} threads, with glibc's "
+        "defaults (freed memory at the top of the heap goes back to the system, and each cycle takes it again, a "
+        "page fault per 4 KiB page) against `cogarch.runtime.keep_freed_memory()`, which the CLI applies and every "
+        f"other table here runs with; {MALLOC_ROUNDS} processes each, alternated, the median:\n",
+        "| malloc | item-cycles/s | each process | minor page faults per cycle |",
+        "|---|---:|---|---:|",
+    ] + malloc_rows(batch, n)
     costs = composition_costs(SIDE_BY_SIDE_BATCH)
     full = costs[0][1]
     lines += [
@@ -292,7 +343,11 @@ def main() -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] != ["--alone"]:  # (the malloc table's processes choose for themselves)
+        keep_freed_memory()  # as the CLI does
     if sys.argv[1:2] == ["--worker"]:
         worker(int(sys.argv[2]))
+    elif sys.argv[1:2] == ["--alone"]:
+        alone(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "keep")
     else:
         sys.exit(0 if main() else 1)

@@ -378,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     def tidy(cfg):  # a command refused before it wrote anything takes hydra's empty run folder with it
         from hydra.core.hydra_config import HydraConfig
 
+        from cogarch.runtime import keep_freed_memory
+
+        keep_freed_memory()  # here, in the job's own process (a joblib or submitit sweep runs jobs elsewhere)
         folder = Path(HydraConfig.get().runtime.output_dir)
         try:
             return job(cfg)
