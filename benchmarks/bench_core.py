@@ -103,17 +103,24 @@ def composition_costs(batch: int) -> list[tuple[str, float]]:
 
 
 @torch.inference_mode()
-def cycles_per_s(ws: Workspace, batch: int, inplace: bool, cycle=None) -> float:
+def cycles_per_s(ws: Workspace, batch: int, inplace: bool, cycle=None, faults: list | None = None) -> float:
+    """Cycles/s of ``cycle`` (default ``ws.cycle``) over SECONDS after a warm-up; appends the minor page faults
+    per timed cycle to ``faults`` when given."""
+    import resource
+
     cycle = ws.cycle if cycle is None else cycle
     state = ws.initial_state(batch)
     inputs = torch.randn(64, batch, 1, DIM)
     for t in range(10):  # warm-up: fill slots, open events (and compile, for a compiled cycle)
         state, _ = cycle(state, inputs[t], inplace=inplace)
-    n, start = 0, time.perf_counter()
+    n, before, start = 0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
     while time.perf_counter() - start < SECONDS:
         state, _ = cycle(state, inputs[n % 64], inplace=inplace)
         n += 1
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    if faults is not None:
+        faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n)
+    return rate
 
 
 @torch.inference_mode()
@@ -174,19 +181,13 @@ def alone(batch: int, threads: int, keep: bool) -> None:
     """One process of the malloc table (``--alone BATCH THREADS keep|default``): glibc's malloc as
     cogarch.runtime.keep_freed_memory leaves it, or its defaults; the compiled in-place cycle on ``threads``
     threads; prints its item-cycles/s and the minor page faults per cycle."""
-    import resource
-
     if keep:
         keep_freed_memory()
     torch.set_num_threads(threads)
     ws = workspace("outer_product")
-    cycle = compiled_cycle(ws)
-    cycles_per_s(ws, batch, True, cycle)  # compiles, and takes the memory a cycle needs once
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    rate = cycles_per_s(ws, batch, True, cycle)
-    cycles = 10 + rate * SECONDS  # its 10 warm-up cycles and about the ones it timed
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    print(f"{rate * batch} {faults / cycles}")
+    faults: list[float] = []
+    rate = cycles_per_s(ws, batch, True, compiled_cycle(ws), faults)  # (its warm-up compiles)
+    print(f"{rate * batch} {faults[0]}")
 
 
 def malloc_rows(batch: int, threads: int) -> list[str]:
