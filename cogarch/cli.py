@@ -51,6 +51,7 @@ def _run(cfg) -> dict:
         cfg.agent, action_space=env.action_space, observation_space=env.observation_space, seed=cfg.seed,
         vocab=getattr(env.unwrapped, "vocab", None),
     )
+    _check_trained_dim(cfg, agent, hc.overrides.task)
     num_envs = _num_envs(cfg)
     if num_envs > 1:  # N envs stepped together, the agent's cycles batched over them
         from cogarch.vector import run_episodes_vectorized
@@ -140,6 +141,16 @@ def _check_seed(cfg) -> None:
     dim = cfg.get("dim")
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
         raise ValueError(f"dim={dim!r} is out of range; allowed: integer >= 1 (the model dimension)")
+
+
+def _check_trained_dim(cfg, agent, overrides) -> None:
+    """A trained agent (agent=pretrained) keeps the dimension it was trained at: refuse a ``dim=`` on the command
+    line that differs from it, rather than ignore it."""
+    trained, run_dir = getattr(agent, "dim", None), getattr(agent, "run_dir", None)
+    given = any(str(o).split("=", 1)[0].lstrip("+~") == "dim" for o in overrides)
+    if run_dir is not None and trained is not None and given and cfg.dim != trained:
+        raise ValueError(f"dim={cfg.dim} does not apply to the trained agent of {run_dir}, trained at dim={trained}; "
+                         f"allowed: leave dim out, or dim={trained}")
 
 
 def _check_flags(cfg, *keys: str) -> None:

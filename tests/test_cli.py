@@ -98,6 +98,13 @@ def test_dim_that_is_not_a_positive_integer_is_refused(tmp_path):
         assert res.returncode != 0 and f"dim={dim} is out of range; allowed: integer >= 1" in res.stderr
 
 
+def test_a_trained_agent_refuses_another_dim_on_the_command_line(tmp_path):
+    res = cogarch("run", "agent=pretrained", "dim=32", "episodes=1", f"hydra.run.dir={tmp_path / 'a'}", check=False)
+    assert res.returncode != 0 and "dim=32 does not apply to the trained agent of" in res.stderr
+    assert "trained at dim=64; allowed: leave dim out, or dim=64" in res.stderr
+    cogarch("run", "agent=pretrained", "dim=64", "episodes=1", "progress=false", f"hydra.run.dir={tmp_path / 'b'}")
+
+
 def test_switches_that_are_not_true_or_false_are_refused(tmp_path):
     """``trace=maybe`` used to count as on; a switch is true or false."""
     for args, key in ((("run", "trace=maybe"), "trace='maybe'"), (("run", "resume=1"), "resume=1"),
