@@ -50,6 +50,7 @@ from cogarch.inspect.anchors import (  # noqa: E402
     chance_hit,
     counterfactual_importance,
     fact_pool,
+    resamples,
 )
 
 
@@ -74,20 +75,45 @@ def story_answer(facts, entity: str):
     return where.get(entity, dropped.get(entity))
 
 
-def each_support_necessary(env, seed: int) -> bool:
-    """Whether leaving out any one supporting fact changes the story's answer (tasks 1 and 2)."""
+def read_story(env, seed: int):
+    """The reading facts of episode ``seed`` (env ids), the entity asked about, the answer and the supporting
+    steps; checks that story_answer re-reads the story as the env answers it (tasks 1 and 2)."""
     vocab = env.unwrapped.vocab
     obs, info = env.reset(seed=seed)
-    facts = []
+    ids = []
     while int(obs["phase"]) == 0:
-        facts.append(tuple(vocab[int(i)] for i in obs["fact"]))
+        ids.append(tuple(int(i) for i in obs["fact"]))
         obs, _, _, _, info = env.step(int(info["oracle_action"]))
     entity, answer = vocab[int(obs["fact"][0])], vocab[int(info["oracle_action"])]
-    reread = story_answer(facts, entity)
+    reread = story_answer([tuple(vocab[i] for i in f) for f in ids], entity)
     if reread != answer:
         raise AssertionError(f"seed {seed}: the re-read story answers {reread!r}, the env "
                              f"{answer!r}; the rules in story_answer no longer match the generator's")
-    return all(story_answer(facts[:t] + facts[t + 1:], entity) != answer for t in info["supporting_facts"])
+    return ids, entity, answer, set(info["supporting_facts"])
+
+
+def each_support_necessary(env, seed: int) -> bool:
+    """Whether leaving out any one supporting fact changes the story's answer (tasks 1 and 2)."""
+    ids, entity, answer, supporting = read_story(env, seed)
+    facts = [tuple(env.unwrapped.vocab[i] for i in f) for f in ids]
+    return all(story_answer(facts[:t] + facts[t + 1:], entity) != answer for t in supporting)
+
+
+def rules_resample_hit(env, seed: int, pool) -> bool:
+    """Resampling for a reader that answers by the story's rules (tasks 1 and 2): each reading step ranked by the
+    share of its one-role resamples (cogarch.inspect.anchors.resamples over ``pool``) that change story_answer's
+    answer, ties by step; whether every supporting fact is in the top m. What the measure gives an agent that
+    reasons as the generator does."""
+    ids, entity, answer, supporting = read_story(env, seed)
+    vocab = env.unwrapped.vocab
+    facts = [tuple(vocab[i] for i in f) for f in ids]
+    share = []
+    for t, fact in enumerate(ids):
+        others = [tuple(vocab[i] for i in f) for f in resamples(fact, pool)]
+        changed = [story_answer(facts[:t] + [o] + facts[t + 1:], entity) != answer for o in others]
+        share.append(sum(changed) / len(changed) if changed else float("-inf"))
+    ranked = sorted(range(len(ids)), key=lambda t: (-share[t], t))
+    return supporting <= set(ranked[:len(supporting)])
 
 
 def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycles: float, resampled: dict,
@@ -118,6 +144,10 @@ def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycl
         lines.append(f"| {name} | " + " | ".join(str(counts.get(r, 0)) for r in relations) + " |")
     lines += ["", f"Of the drops resampling missed, {result['missed_drops_with_the_pickup_on_top']} have the same "
               "person's earlier pickup of the object in the top m instead."]
+    if "rules_resampled" in result:
+        lines += ["", "A reader that answers by the story's rules (the generator's), its reading steps ranked by the "
+                  "share of their one-role resamples that change its answer, puts every supporting fact in the top m "
+                  f"in {fmt(result['rules_resampled'])} of the same episodes."]
     lines += ["", "| figure | value |", "|---|---:|",
               f"| agent accuracy | {fmt(result['agent_accuracy'])} |",
               f"| every supporting fact in the top m, among the episodes answered correctly "
@@ -152,6 +182,7 @@ def main(argv=None) -> dict:
     other_hits = dict.fromkeys(wider, 0)  # the same, ranked by the other measure
     resampled_hits = {m: dict.fromkeys(wider, 0) for m in MEASURES}  # the same, each reading step resampled
     missed_by = {"suppress": {}, "resample": {}}  # supporting facts not in the top m, by relation
+    rules_hits = 0  # tasks 1-2: resampling's top m holds every supporting fact for a reader that keeps the rules
     pickup_instead = 0  # resampling: missed drops whose same person's earlier pickup of the object is in the top m
     pool = fact_pool(env)  # the support resamples are drawn from (seeds far from the evaluated ones)
     for i in range(args.episodes):
@@ -174,9 +205,11 @@ def main(argv=None) -> dict:
                 missed_by[name][r] = missed_by[name].get(r, 0) + 1
                 if name == "resample" and r == "drop":  # is the same person's pickup of the object ranked instead?
                     pickup_instead += any(words[t] == [s, "get", o] for t in top if t < step)
-        if args.task in (1, 2) and each_support_necessary(env, args.seed + i):
-            necessary += 1
-            hits_necessary += hit
+        if args.task in (1, 2):
+            rules_hits += rules_resample_hit(env, args.seed + i, pool)
+            if each_support_necessary(env, args.seed + i):
+                necessary += 1
+                hits_necessary += hit
         support = set(table.attrs["supporting"])
         any_hit += bool(support & set(table.head(len(support))["step"]))
         # a missed supporting fact is "redundant" when another reading fact links the same two entities
@@ -197,7 +230,8 @@ def main(argv=None) -> dict:
               "any_supporting_in_top_m": any_hit / n, "missed_supporting": missed,
               "missed_with_a_redundant_fact": redundant, "wall_s": time.perf_counter() - start}
     if args.task in (1, 2):
-        result.update(ceiling=necessary / n, anchor_fraction_when_necessary=hits_necessary / max(necessary, 1))
+        result.update(ceiling=necessary / n, anchor_fraction_when_necessary=hits_necessary / max(necessary, 1),
+                      rules_resampled=rules_hits / n)
     for extra, (hit_count, _) in list(wider.items())[1:]:
         result[f"anchor_fraction_m_plus_{extra}"] = hit_count / n
     result[f"by_{other}"] = {f"m_plus_{extra}": hit_count / n for extra, hit_count in other_hits.items()}

@@ -456,6 +456,9 @@ def test_anchor_ceiling_rereads_stories_as_the_generator_does():
         env = gym.make("cogarch/StoryQA-v0", task=task)
         necessary = [bench.each_support_necessary(env, seed) for seed in range(60)]
         assert 0 < sum(necessary) < 60 if task == 2 else all(necessary)
+        # resampling sees what leaving out cannot: for the rules' reader every supporting fact ranks on top
+        pool = fact_pool(env, episodes=100)
+        assert all(bench.rules_resample_hit(env, seed, pool) for seed in range(20))
 
 
 def test_chance_hit_is_the_share_of_random_rankings_with_every_supporting_cycle_on_top():
