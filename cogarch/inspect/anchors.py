@@ -24,9 +24,10 @@ from it in exactly one role (subject, relation or object), ``resample="any"`` ev
 is what the agent perceives at that step (every cycle of the step); the env's story, its question and its
 correct answer stay the original's. A step's answer distribution under resampling is the mean over its
 resamples (as the paper's answer distribution over rollouts), and its importance is KL(p_base || that mean).
-Deletion cannot see evidence that another fact repeats (bAbI names one sufficient set of supporting facts, not
-the necessary ones: suppressing the second "John went to the kitchen" leaves the first); a resample of it
-("John went to the garden") still moves the answer.
+Deletion cannot see evidence that another fact covers (bAbI names one sufficient set of supporting facts, not
+the necessary ones: John got the football, went to the kitchen and dropped it there; without the drop he still
+holds it in the kitchen, so suppressing the drop leaves the answer); a resample of it ("Sandra dropped the
+football", in another room) still moves the answer.
 
 Inputs are an agent with ``suppress`` (``agents.workspace.WorkspaceAgent``) and ``env_map`` (a
 ``LearnedAgent``) and a fact-stream env; this module imports neither.
