@@ -122,16 +122,35 @@ def _first_difference(key: str, old, new) -> tuple[str, object, object]:
     return key, old, new
 
 
+def _occupied_run_dir(command: str, overrides: list[str]) -> str | None:
+    """Before hydra starts (it writes ``.hydra/`` into the run folder first): the refusal of a ``cogarch run``
+    whose ``hydra.run.dir=`` names a folder holding a run, without ``resume=true``; None otherwise. The task's own
+    check (_check_fresh) still covers every other way of naming the folder."""
+    if command != "run":
+        return None
+    given = dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
+    folder, resume = given.get("hydra.run.dir"), given.get("resume", "false").strip().lower()
+    if folder is None or resume == "true":
+        return None
+    return _fresh_refusal(Path(folder))
+
+
+def _fresh_refusal(folder: Path) -> str | None:
+    episodes = folder / "episodes.jsonl"
+    if episodes.is_file() and episodes.stat().st_size > 0:
+        return (f"{folder} already holds a run (its episodes.jsonl is not empty): resume=true continues it; for a "
+                "new run choose another hydra.run.dir (or delete that folder)")
+    return None
+
+
 def _check_fresh(cfg) -> None:
     """A run without ``resume`` starts its files afresh: refuse a folder that already holds a run rather than mix
     the two (a shorter new run would leave the old run's later snapshots, and its summary would replace the old)."""
     from hydra.core.hydra_config import HydraConfig
 
-    folder = Path(HydraConfig.get().runtime.output_dir)
-    episodes = folder / "episodes.jsonl"
-    if episodes.is_file() and episodes.stat().st_size > 0:
-        raise ValueError(f"{folder} already holds a run (its episodes.jsonl is not empty): resume=true continues "
-                         "it; for a new run choose another hydra.run.dir (or delete that folder)")
+    refusal = _fresh_refusal(Path(HydraConfig.get().runtime.output_dir))
+    if refusal:
+        raise ValueError(refusal)
 
 
 def _check_seed(cfg) -> None:
@@ -381,6 +400,10 @@ def main(argv: list[str] | None = None) -> None:
         from cogarch.inspect.report import main as view
 
         sys.exit(view(rest))
+    refusal = _occupied_run_dir(command, rest)
+    if refusal:
+        print(f"cogarch {command}: {refusal}", file=sys.stderr)
+        sys.exit(1)
     import hydra
 
     config = {"experiment": "experiments"}.get(command, command)
