@@ -27,8 +27,8 @@ episodes.
 Resampling, the paper's first method: each reading step is also replayed with its fact replaced by each fact of
 the env's support that differs from it in one role (``intervention="resample"``), and ranked by the KL divergence
 of the mean answer distribution over those resamples (``p_drop``: the mean drop). Deletion cannot see evidence
-that another fact covers; a resample of it can still move the answer. The bench prints both rankings' hit rates side by side, and
-which relations the supporting facts they miss have.
+that another fact covers; a resample of it can still move the answer. The bench prints both rankings' hit rates
+side by side, and which relations the supporting facts they miss have.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -99,7 +100,7 @@ def composition_costs(batch: int) -> list[tuple[str, float]]:
     for _ in range(ROUNDS):
         for _, ws, cycle, rates in runs:
             rates.append(cycles_per_s(ws, batch, True, cycle) * batch)
-    return [(label, sorted(rates)[len(rates) // 2]) for label, _, _, rates in runs]
+    return [(label, statistics.median_low(rates)) for label, _, _, rates in runs]
 
 
 @torch.inference_mode()
@@ -203,9 +204,8 @@ def malloc_rows(batch: int, threads: int) -> list[str]:
             runs[keep].append((rate, faults))
     rows = []
     for keep, label in ((False, "glibc's defaults"), (True, "keep_freed_memory() (the CLI's setting)")):
-        rates, faults = sorted(r for r, _ in runs[keep]), sorted(f for _, f in runs[keep])
-        rows.append(f"| {label} | {rates[len(rates) // 2]:,.0f} | {' / '.join(f'{r:,.0f}' for r, _ in runs[keep])} "
-                    f"| {faults[len(faults) // 2]:,.1f} |")
+        rate, faults = statistics.median_low(r for r, _ in runs[keep]), statistics.median_low(f for _, f in runs[keep])
+        rows.append(f"| {label} | {rate:,.0f} | {' / '.join(f'{r:,.0f}' for r, _ in runs[keep])} | {faults:,.1f} |")
     return rows
 
 

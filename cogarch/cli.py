@@ -128,11 +128,18 @@ def _occupied_run_dir(command: str, overrides: list[str]) -> str | None:
     check (_check_fresh) still covers every other way of naming the folder."""
     if command != "run":
         return None
-    given = dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
+    given = _override_values(overrides)
     folder, resume = given.get("hydra.run.dir"), given.get("resume", "false").strip().lower()
     if folder is None or resume == "true":
         return None
     return _fresh_refusal(Path(folder))
+
+
+def _override_values(overrides) -> dict[str, str]:
+    """``key=value`` command-line overrides (hydra's ``+``/``++`` prefixes dropped; deletions ``~key`` left out) as
+    a dict of the raw value strings."""
+    pairs = (str(o).lstrip("+").split("=", 1) for o in overrides if "=" in str(o) and not str(o).startswith("~"))
+    return dict(pairs)
 
 
 def _fresh_refusal(folder: Path) -> str | None:
@@ -166,8 +173,7 @@ def _check_trained_dim(cfg, agent, overrides) -> None:
     """A trained agent (agent=pretrained) keeps the dimension it was trained at: refuse a ``dim=`` on the command
     line that differs from it, rather than ignore it."""
     trained, run_dir = getattr(agent, "dim", None), getattr(agent, "run_dir", None)
-    given = any(str(o).split("=", 1)[0].lstrip("+~") == "dim" for o in overrides)
-    if run_dir is not None and trained is not None and given and cfg.dim != trained:
+    if run_dir is not None and trained is not None and "dim" in _override_values(overrides) and cfg.dim != trained:
         raise ValueError(f"dim={cfg.dim} does not apply to the trained agent of {run_dir}, trained at dim={trained}; "
                          f"allowed: leave dim out, or dim={trained}")
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -65,11 +66,7 @@ def replay(agent, env, seed: int, suppress: set[tuple[int, int]] = frozenset()) 
                         "`env_map` (a WorkspaceAgent)")
     allowed = torch.as_tensor(agent.env_map.to_agent[2:])  # agent ids of the env symbols an answer may be
     vocab = env.unwrapped.vocab
-    saved, saved_trace = set(agent.suppress), getattr(agent, "trace_cycles", None)
-    agent.suppress = set(suppress)
-    if saved_trace is not None:
-        agent.trace_cycles = True  # the answer's logits are read from the cycle records
-    try:
+    with _replaying(agent, suppress):
         obs, info = env.reset(seed=seed)
         state = agent.initial_state(seed=seed)
         p_steps, log_probs, facts, fact_ids, phases, cycles, supporting, all_ok = [], [], [], [], [], [], set(), True
@@ -79,7 +76,7 @@ def replay(agent, env, seed: int, suppress: set[tuple[int, int]] = frozenset()) 
             fact_ids.append(tuple(int(i) for i in obs["fact"]))
             facts.append(tuple(vocab[i] for i in fact_ids[-1]))
             phases.append(phase)
-            accepted = info.get("accepted_actions", {info.get("oracle_action")})
+            accepted = _accepted(info)
             action, state, records = agent.act(obs, state, info)
             cycles += [(r.step, r.cycle) for r in records]
             if phase == 1:
@@ -90,13 +87,32 @@ def replay(agent, env, seed: int, suppress: set[tuple[int, int]] = frozenset()) 
                 all_ok &= action in accepted
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
-    finally:
-        agent.suppress = saved
-        if saved_trace is not None:
-            agent.trace_cycles = saved_trace
     return {"p_correct": float(np.mean(p_steps)) if p_steps else float("nan"), "p_steps": p_steps,
             "log_probs": log_probs, "correct": all_ok, "facts": facts, "fact_ids": fact_ids, "phases": phases,
             "cycles": cycles, "supporting": sorted(supporting)}
+
+
+@contextmanager
+def _replaying(agent, suppress: set[tuple[int, int]] | None = None):
+    """Inside, the agent builds its cycle records (the answer's logits are read from them) and, with ``suppress``,
+    suppresses those (step, cycle) broadcasts; its own settings are back after."""
+    saved_trace, saved_suppress = getattr(agent, "trace_cycles", None), getattr(agent, "suppress", None)
+    if saved_trace is not None:
+        agent.trace_cycles = True
+    if suppress is not None:
+        agent.suppress = set(suppress)
+    try:
+        yield
+    finally:
+        if saved_trace is not None:
+            agent.trace_cycles = saved_trace
+        if suppress is not None:
+            agent.suppress = saved_suppress
+
+
+def _accepted(info: dict) -> set:
+    """The env actions accepted as the answer at an answering step."""
+    return info.get("accepted_actions", {info.get("oracle_action")})
 
 
 def _answer(records, allowed, accepted) -> tuple[np.ndarray, float]:
@@ -139,33 +155,29 @@ def replay_resampled(agent, env, seed: int, replace: Sequence[dict[int, Sequence
                 raise ValueError(f"replacement {tuple(fact)} at step {t} is not a fact of this env's vocabulary "
                                  f"(ids in 0..{int(space.nvec[0]) - 1})")
     envs = [copy.deepcopy(env) for _ in range(rows)]
-    saved_trace = getattr(agent, "trace_cycles", None)
-    if saved_trace is not None:
-        agent.trace_cycles = True  # the answer's logits are read from the cycle records
     try:
-        pairs = [e.reset(seed=seed) for e in envs]
-        state = agent.initial_state(seed=seed, batch_size=rows)
-        out = [{"p_steps": [], "log_probs": []} for _ in range(rows)]
-        t, done = 0, False
-        while not done:
-            obs = [dict(o, fact=np.asarray(entry[t], dtype=np.int64)) if t in entry else o
-                   for (o, _), entry in zip(pairs, replace)]
-            infos = [i for _, i in pairs]
-            actions, state, records = agent.act_batch(obs, state, infos)
-            if int(pairs[0][0]["phase"]) == 1:
-                for r, info in enumerate(infos):
-                    log_p, p = _answer(records[r], allowed, info.get("accepted_actions", {info.get("oracle_action")}))
-                    out[r]["log_probs"].append(log_p)
-                    out[r]["p_steps"].append(p)
-            steps = [e.step(a) for e, a in zip(envs, actions)]
-            ends = {bool(s[2] or s[3]) for s in steps}
-            if len(ends) > 1:
-                raise ValueError(f"the resampled replays of seed {seed} ended at different steps (step {t}); "
-                                 "resampling needs a stream whose length does not depend on the answers")
-            done, pairs, t = ends.pop(), [(s[0], s[4]) for s in steps], t + 1
+        with _replaying(agent):
+            pairs = [e.reset(seed=seed) for e in envs]
+            state = agent.initial_state(seed=seed, batch_size=rows)
+            out = [{"p_steps": [], "log_probs": []} for _ in range(rows)]
+            t, done = 0, False
+            while not done:
+                obs = [dict(o, fact=np.asarray(entry[t], dtype=np.int64)) if t in entry else o
+                       for (o, _), entry in zip(pairs, replace)]
+                infos = [i for _, i in pairs]
+                actions, state, records = agent.act_batch(obs, state, infos)
+                if int(pairs[0][0]["phase"]) == 1:
+                    for r, info in enumerate(infos):
+                        log_p, p = _answer(records[r], allowed, _accepted(info))
+                        out[r]["log_probs"].append(log_p)
+                        out[r]["p_steps"].append(p)
+                steps = [e.step(a) for e, a in zip(envs, actions)]
+                ends = {bool(s[2] or s[3]) for s in steps}
+                if len(ends) > 1:
+                    raise ValueError(f"the resampled replays of seed {seed} ended at different steps (step {t}); "
+                                     "resampling needs a stream whose length does not depend on the answers")
+                done, pairs, t = ends.pop(), [(s[0], s[4]) for s in steps], t + 1
     finally:
-        if saved_trace is not None:
-            agent.trace_cycles = saved_trace
         for e in envs:
             e.close()
     for o in out:
@@ -275,8 +287,10 @@ def counterfactual_importance(agent, env, seed: int, reading_only: bool = False,
         alternatives = {t: resamples(base["fact_ids"][t], pool, resample) for t in reading}
         entries = [(t, {t: fact}) for t in reading for fact in alternatives[t]]
         replays = replay_resampled(agent, env, seed, [entry for _, entry in entries])  # one batch for all steps
-        for t in reading:
-            mine = [cf for (step, _), cf in zip(entries, replays) if step == t]
+        by_step = {t: [] for t in reading}
+        for (step, _), cf in zip(entries, replays):
+            by_step[step].append(cf)
+        for t, mine in by_step.items():
             if not mine:
                 rows.append(row(t, -1, 0, float("nan"), float("nan")))
                 continue
