@@ -11,7 +11,7 @@ machine's cores); the table states each row's threads. The last rows time the sa
 ``torch.compile(ws.cycle, fullgraph=True, options=COMPILE_OPTIONS)`` (``{"cpp_wrapper": True}``: one graph, in
 place, its host-side wrapper in C++ as well; the compile itself, tens of seconds, is left out of the timing), beside the eager in-place
 cycle of the same workspace. Its state writes go into the state's own tensors (row writes as ``index_put_``, the
-boundary refinement past the graph's rows as an operator, cogarch.memory._ops; the long-term update as one
+boundary refinement of the streams closing an event, however many, in the graph; the long-term update as one
 elementwise pass), and
 its batched matrix-vector products are fused loops rather than a BLAS call per example, so it runs faster than the
 eager cycle at every batch size.
@@ -213,8 +213,8 @@ def threads_side_by_side(ws: Workspace, cycle, threads: int, batch: int) -> list
     """Cycles/s of ``threads`` Python threads of this process, each running ``cycle`` (compiled, in place) on its own
     batch of ``batch`` streams with one torch thread, timed over the same seconds: the side-by-side processes within
     one process, sharing its weights and its compile. The compiled cycle's C++ wrapper releases the GIL while it
-    runs, so the threads run at the same time; the Python around each call (the compiled function's guards, the
-    boundary refinement's operator) takes turns. Leaves this thread's torch threads at ``threads``: MKL's setting is
+    runs, so the threads run at the same time; the Python around each call (the compiled function's guards) takes
+    turns. Leaves this thread's torch threads at ``threads``: MKL's setting is
     per process, and each thread sets 1."""
     torch.set_num_threads(1)  # as in the threads: the number of threads is part of what a compiled graph is for
     with torch.inference_mode():  # every batch warmed up here, one after the other (a first call may compile)
