@@ -35,7 +35,7 @@ from cogarch.bottleneck import Bottleneck
 from cogarch.index_layer import IndexLayer
 from cogarch.perception import Perception
 from cogarch.trace import CycleRecord
-from cogarch.workspace import COMPILE_OPTIONS, MotorHead, Workspace, WorkspaceState
+from cogarch.workspace import MotorHead, Workspace, WorkspaceState, compile_cycle
 
 
 class WorkspaceModel(nn.Module):
@@ -124,7 +124,7 @@ class WorkspaceAgent(LearnedAgent):
             step's recall, e.g. a follow-up question about "it". Nothing while reading (the answer is ``<none>``).
             In training the last answer is the oracle's (teacher forcing), when acting the agent's own argmax.
         bptt_steps: training backpropagates through at most this many env steps (>= 1).
-        compile: act through ``torch.compile(workspace.cycle)`` with ``cogarch.workspace.COMPILE_OPTIONS``
+        compile: act through ``cogarch.workspace.compile_cycle(workspace)`` (``torch.compile`` with ``COMPILE_OPTIONS``)
             (default False): the first steps wait for the compile (tens of seconds), later ones run faster
             (``make bench`` prints the compiled / eager ratio by batch size, above 1 at each); only without
             autograd (acting, evaluating), training stays eager. Needs a C++ compiler.
@@ -258,7 +258,7 @@ class WorkspaceAgent(LearnedAgent):
         if not self.compile or torch.is_grad_enabled():
             return self.workspace.cycle
         if self._compiled_cycle is None:
-            self._compiled_cycle = torch.compile(self.workspace.cycle, options=COMPILE_OPTIONS)
+            self._compiled_cycle = compile_cycle(self.workspace)
         return self._compiled_cycle
 
     def step_logits(self, state: AgentState, facts: Tensor, phase: Tensor, trace: bool = True,

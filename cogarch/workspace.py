@@ -103,6 +103,26 @@ class CycleOutput(NamedTuple):
 # C++ kernels, so that the host-side work of each call (some sixty tensors in and out) is C++ too.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
 
+
+def compile_cycle(workspace: Workspace, **kwargs):
+    """``workspace.cycle`` compiled by ``torch.compile(..., options=COMPILE_OPTIONS, **kwargs)``, each call made with
+    ``torch._dynamo.config.capture_scalar_outputs`` on (the setting is put back after the call): the compiler then
+    reads a count as a value the graph's shapes may depend on instead of breaking the graph, which lets the episodic
+    refinement work on just the streams that close an event (EpisodicMemory._refine_compiled). The setting takes
+    effect when a call traces the cycle (the first call, or a new batch size); it costs a few microseconds a call."""
+    compiled = torch.compile(workspace.cycle, options=COMPILE_OPTIONS, **kwargs)
+    config = torch._dynamo.config
+
+    def cycle(*args, **kw):
+        saved = config.capture_scalar_outputs
+        config.capture_scalar_outputs = True
+        try:
+            return compiled(*args, **kw)
+        finally:
+            config.capture_scalar_outputs = saved
+
+    return cycle
+
 # Workspace(memory_cue=...): what memories are read with
 MEMORY_CUES = ("conscious", "conscious_and_sensory", "sensory", "projected")
 

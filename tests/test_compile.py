@@ -1,12 +1,14 @@
-"""torch.compile(workspace.cycle, fullgraph=True): the default composition (working slots, outer-product long-term
-and EM-LLM episodic memory, a k-winner bottleneck) compiles into one graph, and the compiled cycle gives the eager
-cycle's results.
+"""torch.compile(workspace.cycle): the default composition (working slots, outer-product long-term and EM-LLM
+episodic memory, a k-winner bottleneck) compiles into one graph, and the compiled cycle gives the eager cycle's
+results.
 
 Inside a compiled graph the cycle takes other paths where eager code tests a value first or writes the state in
 place: non-finite candidates masked, the long-term update as one elementwise pass, the episodic and working-memory
-row writes as index_put_ on the state's tensors, the streams that close an event picked by their count (a value
-the graph's shapes depend on) rather than by a nonzero. The first test checks those paths against the eager ones
-without compiling, the second compiles."""
+row writes as index_put_ on the state's tensors. The streams that close an event are refined in one of two ways:
+when the compiler captures scalar outputs (cogarch.workspace.compile_cycle), just those streams, their count read
+as a value the graph's shapes depend on; else the first few in the graph and any more by an operator, with no host
+sync. The first test checks those paths against the eager ones without compiling (with more streams closing events
+at once than the graph refines itself), the others compile."""
 
 import shutil
 
@@ -19,7 +21,7 @@ from cogarch.memory import episodic
 from cogarch.memory.episodic import EpisodicMemory, _refine as refine
 from cogarch.memory.long_term import OuterProductMemory
 from cogarch.memory.working import WorkingMemory
-from cogarch.workspace import MotorHead, Workspace
+from cogarch.workspace import MotorHead, Workspace, compile_cycle
 
 D = 16
 
@@ -70,8 +72,18 @@ def assert_same(a, b):
         assert torch.allclose(s.float(), t.float(), atol=1e-4)
 
 
+# None: the count of closing streams is read (scalar outputs captured); 64: all 3 streams refined in the graph's
+# fixed rows; 1: the streams past the first closing one go to the operator
+@pytest.mark.parametrize("graph_rows", [None, 64, 1])
 @pytest.mark.parametrize("inplace", [False, True])
-def test_the_compiled_paths_equal_the_eager_ones(monkeypatch, inplace):
+def test_the_compiled_paths_equal_the_eager_ones(monkeypatch, inplace, graph_rows):
+    with torch._dynamo.config.patch(capture_scalar_outputs=graph_rows is None):
+        compiled_paths_against_eager(monkeypatch, inplace, graph_rows)
+
+
+def compiled_paths_against_eager(monkeypatch, inplace, graph_rows):
+    if graph_rows is not None:
+        monkeypatch.setattr(EpisodicMemory, "graph_refine_rows", graph_rows)
     ws, xs = workspace(), stream(3, 40)
     eager = run(ws, ws.cycle, xs, inplace)
     moved = [o for step in eager[0] for o in step if o.dtype == torch.long and o.shape == (3,)]
@@ -80,10 +92,14 @@ def test_the_compiled_paths_equal_the_eager_ones(monkeypatch, inplace):
     # is_compiling, not the stand-in below (which a later compiled test would otherwise meet)
     torch.compile(lambda x: x + 1, backend="eager", fullgraph=True)(torch.ones(1))
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    calls = []  # the rows each refinement was given: the compiled path refines the closing streams only
+    calls = []  # the rows each _refine was given: with the count, every cycle's closing streams (none or some of
+    # the 3); else the eager refinement of the streams past the first graph_rows, for the operator
     monkeypatch.setattr(episodic, "_refine", lambda *a: calls.append(len(a[1])) or refine(*a))
     assert_same(eager, run(ws, ws.cycle, xs, inplace))
-    assert 0 in calls and any(0 < n < 3 for n in calls), calls  # cycles where none or some of the 3 close
+    if graph_rows is None:
+        assert len(calls) == len(xs) and 0 in calls and any(0 < n < 3 for n in calls), calls
+    else:
+        assert (sum(calls) > 0) == (graph_rows < 3), calls
 
 
 def test_the_compiled_long_term_paths_leave_masked_items_out(monkeypatch):
@@ -114,12 +130,30 @@ def test_the_compiled_long_term_paths_leave_masked_items_out(monkeypatch):
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # torch's own, while compiling
-def test_a_compiled_cycle_is_one_graph_and_equals_the_eager_cycle():
+def test_a_compiled_cycle_is_one_graph_and_equals_the_eager_cycle(monkeypatch):
+    # one stream refined in the graph, the other (when both close an event) by the operator: both in the graph
+    monkeypatch.setattr(EpisodicMemory, "graph_refine_rows", 1)
     ws, xs = workspace(), stream(2, 14)
     eager = run(ws, ws.cycle, xs, inplace=True)
     torch._dynamo.reset()
     compiled = torch.compile(ws.cycle, fullgraph=True, dynamic=False)  # fullgraph: a graph break raises
     assert_same(eager, run(ws, compiled, xs, inplace=True))
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+def test_compile_cycle_reads_the_count_of_closing_streams_in_one_graph_without_fullgraph():
+    # as the workspace agent compiles (no fullgraph): without scalar capture, the count would break the graph and
+    # each count met would compile another one, up to dynamo's recompile limit (then the cycle runs eager)
+    ws, xs = workspace(), stream(3, 40)
+    eager = run(ws, ws.cycle, xs, inplace=True)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    assert_same(eager, run(ws, compile_cycle(ws, dynamic=False), xs, inplace=True))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1, torch._dynamo.utils.counters["stats"]
+    assert not torch._dynamo.utils.counters["graph_break"], torch._dynamo.utils.counters["graph_break"]
+    assert not torch._dynamo.config.capture_scalar_outputs  # put back after each call
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,

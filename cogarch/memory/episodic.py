@@ -15,9 +15,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch._dynamo import patch_dynamo_config
 
-from cogarch.memory._ops import matvec, matvec_unit, unit
+from cogarch.memory._ops import define_op, matvec, matvec_unit, unit
 
 __all__ = ["EpisodicMemory", "EpisodicState", "split_modularity"]
 
@@ -63,13 +62,14 @@ def split_modularity(adj: Tensor) -> Tensor:
 
 
 def _refine_spans(state: EpisodicState, rows: Tensor, capacity: int, max_event_len: int, min_event_len: int,
-                  max_events: int) -> tuple[Tensor, ...]:
+                  max_events: int, ok: Tensor | None = None) -> tuple[Tensor, ...]:
     """EM-LLM's refinement for the streams ``rows`` (R,) at once: boundary b between events [a, b) and [b, t)
     moves to the split of the span (a, t) that maximises the modularity of its items' similarity graph.
 
     Returns (slots, ids, b, new_b, table_rows, table): the span's ring slots (R, 2L) with the event id each then
     holds (the id it held where nothing moved), the old and new boundaries (R,), and the event table's rows
-    (R, 2) of the two events with their recomputed sums and counts (R, 2, d + 1) (None without a table).
+    (R, 2) of the two events with their recomputed sums and counts (R, 2, d + 1) (None without a table). With
+    ``ok`` (R,) bool, rows where it is False keep their boundary (their other outputs are not to be written).
 
     The spans differ in length (<= 2 * max_event_len items); each is padded with zero items to that length,
     which are isolated nodes of its graph and so change no modularity (split_modularity)."""
@@ -88,10 +88,13 @@ def _refine_spans(state: EpisodicState, rows: Tensor, capacity: int, max_event_l
     split = span[None] + a[:, None]  # (R, 2L + 1) the boundary time of each split
     allowed = (split >= lo[:, None]) & (split <= hi[:, None])
     best = torch.where(allowed, q, float("-inf")).argmax(-1)  # first maximum among the allowed splits
-    q_b = q.gather(1, (b - a)[:, None]).squeeze(1)  # (b - a is in [0, 2L] in a row that refines)
+    # (b - a is in [0, 2L] in a row that refines; the clamp keeps rows where ok is False in range)
+    q_b = q.gather(1, (b - a).clamp(0, 2 * L)[:, None]).squeeze(1)
     q_best = q.gather(1, best[:, None]).squeeze(1)
     new_b = torch.where(q_b >= q_best - 1e-6, b, a + best)  # ties keep the surprise boundary
     new_b = torch.where(hi < lo, b, torch.where(hi == lo, lo, new_b))  # no room: keep b / the one split
+    if ok is not None:
+        new_b = torch.where(ok, new_b, b)
 
     cur = state.cur_event[rows, None]
     relabel = in_span & (new_b != b)[:, None]  # (R, 2L) span slots of the streams whose boundary moved
@@ -120,6 +123,29 @@ def _refine(state: EpisodicState, rows: Tensor, put, *spans: int) -> tuple[Tenso
     if table is not None:
         stats = put(stats, (rows[:, None].expand_as(table_rows), table_rows), table)
     return event_ids, starts, moved, stats
+
+
+def _refine_op(items: Tensor, event_ids: Tensor, event_stats: Tensor, step: Tensor, cur_event: Tensor,
+               cur_start: Tensor, prev_start: Tensor, todo: Tensor, capacity: int, max_event_len: int,
+               min_event_len: int, max_events: int) -> tuple[Tensor, Tensor]:
+    """:func:`_refine` of the streams where ``todo`` (B,) is True, as the op ``cogarch::refine_boundaries_`` for
+    compiled code (see cogarch.memory._ops): it writes ``event_ids`` and ``event_stats`` in place and returns the
+    current events' starts (B,) and how far each boundary moved (B,). It picks the rows on the host."""
+    rows = todo.nonzero().squeeze(1)
+    if len(rows) == 0:
+        return cur_start.clone(), torch.zeros_like(cur_start)
+    state = EpisodicState(items, event_ids, None, step, cur_event, cur_start, prev_start, None, None, None, None,
+                          event_stats, None)
+    _, starts, moved, _ = _refine(state, rows, Tensor.index_put_, capacity, max_event_len, min_event_len,
+                                  max_events)
+    return starts, moved
+
+
+define_op("refine_boundaries_(Tensor items, Tensor(a!) event_ids, Tensor(b!) event_stats, Tensor step, "
+          "Tensor cur_event, Tensor cur_start, Tensor prev_start, Tensor todo, int capacity, int max_event_len, "
+          "int min_event_len, int max_events) -> (Tensor, Tensor)", _refine_op,
+          lambda items, event_ids, event_stats, step, cur_event, cur_start, *rest: (torch.empty_like(cur_start),
+                                                                                    torch.empty_like(cur_start)))
 
 
 class EpisodicMemory(nn.Module):
@@ -177,6 +203,7 @@ class EpisodicMemory(nn.Module):
     """
 
     source = "episodic"
+    graph_refine_rows = 64  # a compiled cycle refines at least this many closing streams in its graph (see below)
 
     def __init__(self, dim: int, capacity: int = 256, window: int = 32, gamma: float = 1.0,
                  top_k_events: int = 2, neighbours: int = 1, min_event_len: int = 1, max_event_len: int = 32,
@@ -281,12 +308,8 @@ class EpisodicMemory(nn.Module):
         compiling = torch.compiler.is_compiling()
         if self.refine:
             todo = boundary & ~hard & (state.prev_start >= 0)
-            if compiling:  # the closing streams, their number read as a value the graph's shapes depend on
-                with patch_dynamo_config(capture_scalar_outputs=True):  # (the compiler captures it: no graph break)
-                    n = int(todo.sum().item())
-                torch._check(n <= B)
-                rows = (~todo).to(torch.int32).argsort(stable=True)[:n]  # (n,)
-                event_ids, starts, moved, stats = _refine(state, rows, put, *self._spans)
+            if compiling:
+                event_ids, starts, moved, stats = self._refine_compiled(state, todo, inplace)
             elif bool(todo.any()):
                 event_ids, starts, moved, stats = _refine(state, todo.nonzero().squeeze(1), put, *self._spans)
         if moved is None:
@@ -332,6 +355,45 @@ class EpisodicMemory(nn.Module):
             hist_count=state.hist_count + push,
             event_stats=stats, event_rows=event_rows)
         return new_state, {"boundary": boundary, "surprise": surprise, "moved": moved}
+
+    def _refine_compiled(self, state: EpisodicState, todo: Tensor, inplace: bool) -> tuple[Tensor, ...]:
+        """The refinement of the streams where ``todo`` (B,) is True, in a compiled graph. The event ids and table
+        are written with ``index_put_``, in place. Two ways, chosen when the graph is traced:
+
+        - the compiler captures scalar outputs (``torch._dynamo.config.capture_scalar_outputs``, which
+          ``cogarch.workspace.compile_cycle`` sets): the number n of closing streams is read on the host, a value
+          the graph's shapes depend on, and the graph refines those n streams and no others;
+        - else (no host sync): the first R = min(B, max(graph_refine_rows, B / 4)) of them in the graph itself, a
+          fixed-size batch whose rows past the closing streams are masked; any more (many streams closing events at
+          once) by the eager refinement as one op (see cogarch.memory._ops). At batch 256 about 21 streams close an
+          event per cycle on the bench's random stream, so most of the R = 64 rows are work for nothing."""
+        B = todo.shape[0]
+        event_ids, stats = (state.event_ids, state.event_stats) if inplace else \
+            (state.event_ids.clone(), state.event_stats.clone())
+        if torch._dynamo.config.capture_scalar_outputs:
+            n = int(todo.sum().item())
+            torch._check(n <= B)
+            rows = (~todo).to(torch.int32).argsort(stable=True)[:n]  # (n,) the closing streams
+            state = state._replace(event_ids=event_ids, event_stats=stats)
+            return _refine(state, rows, Tensor.index_put_, *self._spans)
+        R = min(B, max(self.graph_refine_rows, B // 4))
+        rows = (~todo).to(torch.int32).argsort(stable=True)[:R]  # (R,) the closing streams first
+        ok = todo[rows]
+        slots, new_ids, b, new_b, table_rows, table = _refine_spans(state, rows, *self._spans, ok=ok)
+        # rows where ok is False write back what they hold (the (row, slot) pairs are distinct: no mask, no sync)
+        at = (rows[:, None].expand_as(slots), slots)
+        event_ids.index_put_(at, torch.where(ok[:, None], new_ids, event_ids[at]))
+        if table is not None:
+            at = (rows[:, None].expand_as(table_rows), table_rows)
+            stats.index_put_(at, torch.where(ok[:, None, None], table, stats[at]))
+        starts = state.cur_start.scatter(0, rows, new_b)
+        moved = torch.zeros_like(starts).scatter(0, rows, new_b - b)
+        if R < B:  # the closing streams past the first R
+            starts, more = torch.ops.cogarch.refine_boundaries_(
+                state.items, event_ids, stats, state.step, state.cur_event, starts, state.prev_start,
+                todo.scatter(0, rows, False), *self._spans)
+            moved = moved + more
+        return event_ids, starts, moved, stats
 
     # ---------------------------------------------------------------- reading: similarity + contiguity
 
