@@ -109,17 +109,21 @@ def compile_cycle(workspace: Workspace, **kwargs):
     ``torch._dynamo.config.capture_scalar_outputs`` on (the setting is put back after the call): the compiler then
     reads a count as a value the graph's shapes may depend on instead of breaking the graph, which lets the episodic
     refinement work on just the streams that close an event (EpisodicMemory._refine_compiled). The setting takes
-    effect when a call traces the cycle (the first call, or a new batch size); it costs a few microseconds a call."""
+    effect when a call traces the cycle (the first call, or a new batch size); it costs a few microseconds a call.
+    A call that finds it on already (a call in another thread turned it on) leaves it alone: the call that turned
+    it on turns it off, so calls from several threads leave it as it was. (A cycle traced in the meantime, with the
+    setting off, refines a fixed number of rows: the same results, slower.)"""
     compiled = torch.compile(workspace.cycle, options=COMPILE_OPTIONS, **kwargs)
     config = torch._dynamo.config
 
     def cycle(*args, **kw):
-        saved = config.capture_scalar_outputs
+        if config.capture_scalar_outputs:
+            return compiled(*args, **kw)
         config.capture_scalar_outputs = True
         try:
             return compiled(*args, **kw)
         finally:
-            config.capture_scalar_outputs = saved
+            config.capture_scalar_outputs = False
 
     return cycle
 
