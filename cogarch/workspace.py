@@ -127,6 +127,7 @@ def compile_cycle(workspace: Workspace, **kwargs):
 
     return cycle
 
+
 # Workspace(memory_cue=...): what memories are read with
 MEMORY_CUES = ("conscious", "conscious_and_sensory", "sensory", "projected")
 
