@@ -214,8 +214,8 @@ def threads_side_by_side(ws: Workspace, cycle, threads: int, batch: int) -> list
     """Cycles/s of ``threads`` Python threads of this process, each running ``cycle`` (compiled, in place) on its own
     batch of ``batch`` streams with one torch thread, timed over the same seconds: the side-by-side processes within
     one process, sharing its weights and its compile. The compiled cycle's C++ wrapper releases the GIL while it
-    runs, so the threads run at the same time; the Python around each call (the compiled function's guards) takes
-    turns. Leaves this thread's torch threads at ``threads``: MKL's setting is
+    runs, so the threads run at the same time; the Python around each call (the compiled function's guards,
+    compile_cycle's setting) takes turns. Leaves this thread's torch threads at ``threads``: MKL's setting is
     per process, and each thread sets 1."""
     torch.set_num_threads(1)  # as in the threads: the number of threads is part of what a compiled graph is for
     with torch.inference_mode():  # every batch warmed up here, one after the other (a first call may compile)
@@ -306,8 +306,8 @@ def main() -> str:
     total = sum(rates) * batch
     # The threads call the same compiled code through a wrapper without fullgraph=True: torch 2.13 checks fullgraph
     # calls with one process-wide count of compiled frames, which two threads' calls reset under each other (a
-    # spurious "found no compiled frames" error; pytorch/pytorch#185138 makes it per thread). The wrapper finds the
-    # graph compiled above in the code object's cache, so nothing compiles again.
+    # spurious "found no compiled frames" error; pytorch/pytorch#185138 makes it per thread). The wrapper shares the
+    # code object's cache of compiled graphs; the one-torch-thread graph the threads need compiles in their warm-up.
     unchecked = compile_cycle(ws, dynamic=False)
     in_threads = threads_side_by_side(ws, unchecked, n, batch)
     threaded = sum(in_threads) * batch

@@ -368,14 +368,13 @@ class EpisodicMemory(nn.Module):
           once) by the eager refinement as one op (see cogarch.memory._ops). At batch 256 about 21 streams close an
           event per cycle on the bench's random stream, so most of the R = 64 rows are work for nothing."""
         B = todo.shape[0]
-        event_ids, stats = (state.event_ids, state.event_stats) if inplace else \
-            (state.event_ids.clone(), state.event_stats.clone())
         if torch._dynamo.config.capture_scalar_outputs:
             n = int(todo.sum().item())
             torch._check(n <= B)
             rows = (~todo).to(torch.int32).argsort(stable=True)[:n]  # (n,) the closing streams
-            state = state._replace(event_ids=event_ids, event_stats=stats)
-            return _refine(state, rows, Tensor.index_put_, *self._spans)
+            return _refine(state, rows, Tensor.index_put_ if inplace else Tensor.index_put, *self._spans)
+        event_ids, stats = (state.event_ids, state.event_stats) if inplace else \
+            (state.event_ids.clone(), state.event_stats.clone())
         R = min(B, max(self.graph_refine_rows, B // 4))
         rows = (~todo).to(torch.int32).argsort(stable=True)[:R]  # (R,) the closing streams first
         ok = todo[rows]
