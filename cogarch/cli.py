@@ -248,10 +248,12 @@ def _train_from(cfg, out: Path, names: dict) -> dict:
     import torch
 
     torch.manual_seed(cfg.seed)
+    # trainable agents learn from whole episodes (episode_logits); the others (random, oracle, llm, pretrained) take
+    # other arguments, so the class is checked before it is built
+    target = hydra.utils.get_object(cfg.agent._target_)
+    if not (isinstance(target, type) and hasattr(target, "episode_logits")):
+        raise ValueError(f"agent={names['agent']!r} cannot be trained; allowed: workspace, transformer")
     agent = hydra.utils.instantiate(cfg.agent, vocab=envs[0].unwrapped.vocab, agent_vocab=vocab, seed=cfg.seed)
-    if not hasattr(agent, "episode_logits"):
-        raise ValueError(f"agent={names['agent']!r} cannot be trained; "
-                         "allowed: workspace, transformer")
     print(f"{type(agent).__name__}: {agent.num_parameters():,} parameters; run folder {out}")
     result = train(agent, envs, out, updates=t.updates, batch_size=t.batch_size, lr=t.lr,
                    weight_decay=t.weight_decay, aux_weight=t.aux_weight, grad_clip=t.grad_clip, seed=cfg.seed,

@@ -77,6 +77,15 @@ def test_out_of_range_training_settings_are_refused_before_training(setting, mes
     assert not (tmp_path / "checkpoint").exists() and not (tmp_path / "train.csv").exists()
 
 
+@pytest.mark.parametrize("agent", ["random", "oracle", "pretrained"])
+def test_an_agent_that_cannot_learn_is_refused_by_name(agent, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "cogarch.cli", "train", "env=story_qa", f"agent={agent}", *TINY,
+                          "train.updates=1", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+    assert res.returncode != 0
+    assert f"agent='{agent}' cannot be trained; allowed: workspace, transformer" in res.stderr, res.stderr
+    assert not (tmp_path / "checkpoint").exists()
+
+
 def test_resumed_training_ends_at_the_same_weights(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     cogarch("train", "env=graph_search", "agent=transformer", *TINY, "train.updates=4", "eval_episodes=0",
