@@ -23,8 +23,8 @@ seconds: the same cores used as a sweep of that many jobs on hydra's joblib laun
 per job). The sum of their item-cycles/s is the machine's; the ratio says how much of the cores one
 multi-threaded process leaves unused. The same table runs that many batches side by side in one process, one
 Python thread each (one torch thread, its own 256 streams): one process's way to most of the processes' share.
-A last table says what the memories cost: the compiled batch-256 cycle with the episodic memory left out, then the
-long-term memory as well, beside the full composition.
+A last table says what the memories cost: the compiled batch-256 cycle with the episodic memory's boundary refinement
+off, then the episodic memory left out, then the long-term memory as well, beside the full composition.
 
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
 """
@@ -69,22 +69,25 @@ def cpu_name() -> str:
     return f"{names[0]}, {len(names)} logical CPUs" if names else (platform.processor() or platform.machine())
 
 
-def component(group: str, option: str):
+def component(group: str, option: str, **overrides):
     node = OmegaConf.create({"dim": DIM, "node": OmegaConf.load(CONFIGS / group / f"{option}.yaml")})
-    return instantiate(node.node)
+    return instantiate(node.node, **overrides)
 
 
-def workspace(long_term: str, episodic: str = COMPOSITION["episodic"]) -> Workspace:
-    """The configured composition with ``long_term`` (and ``episodic``); the option ``none`` leaves that memory
-    out."""
+def workspace(long_term: str, episodic: str = COMPOSITION["episodic"], refine: bool = True) -> Workspace:
+    """The configured composition with ``long_term`` (and ``episodic``, with or without its boundary ``refine``ment);
+    the option ``none`` leaves that memory out."""
     torch.manual_seed(0)
-    options = [("working", COMPOSITION["working"]), ("long_term", long_term), ("episodic", episodic)]
-    memories = [component(group, option) for group, option in options if option != "none"]
+    options = [("working", COMPOSITION["working"], {}), ("long_term", long_term, {}),
+               ("episodic", episodic, {} if refine else {"refine": False})]
+    memories = [component(group, option, **kw) for group, option, kw in options if option != "none"]
     return Workspace(DIM, component("bottleneck", COMPOSITION["bottleneck"]), MotorHead(DIM, ACTIONS), memories)
 
 
-# The compositions of the cost table: each memory of the configured one left out in turn (long_term, episodic)
-ABLATIONS = (("outer_product", COMPOSITION["episodic"]), ("outer_product", "none"), ("none", "none"))
+# The compositions of the cost table: each memory of the configured one left out in turn (long_term, episodic,
+# refine: the episodic memory's boundary refinement)
+ABLATIONS = (("outer_product", COMPOSITION["episodic"], True), ("outer_product", COMPOSITION["episodic"], False),
+             ("outer_product", "none", False), ("none", "none", False))
 ROUNDS = 3  # the ablation table times its compositions in turn, this many rounds, and reports each one's median
 
 
@@ -94,9 +97,11 @@ def composition_costs(batch: int) -> list[tuple[str, float]]:
     all of them), the median of each."""
     torch._dynamo.reset()  # the cycles compiled before (one code object, Workspace.cycle) count to its recompile limit
     runs = []
-    for long_term, episodic in ABLATIONS:
-        ws = workspace(long_term, episodic)
+    for long_term, episodic, refine in ABLATIONS:
+        ws = workspace(long_term, episodic, refine)
         label = f"long_term={long_term}, episodic={episodic}"
+        if episodic != "none" and not refine:
+            label += " without boundary refinement (refine=false)"
         runs.append((label, ws, compiled_cycle(ws), []))
     for _ in range(ROUNDS):
         for _, ws, cycle, rates in runs:
