@@ -188,7 +188,8 @@ def replay_resampled(agent, env, seed: int, replace: Sequence[dict[int, Sequence
 def fact_pool(env, episodes: int = 200, seed: int = 1_000_000) -> list[Fact]:
     """The distinct facts (env ids) the env's streams show while reading (phase 0), over ``episodes`` episodes
     from seed ``seed`` on (answered by ``info["oracle_action"]``): the support resamples are drawn from. The
-    default seeds lie far from the evaluated ones (0, 1, ...). Sorted."""
+    default seeds lie far from the evaluated ones (0, 1, ...). Sorted. It plays those episodes on ``env`` itself:
+    an episode in progress there is lost."""
     if episodes < 1:
         raise ValueError(f"episodes={episodes} is out of range; allowed: >= 1")
     pool = set()
@@ -258,6 +259,9 @@ def counterfactual_importance(agent, env, seed: int, reading_only: bool = False,
     (KL(unchanged || intervened) of the answer distributions, nats) and ``importance`` (the ``measure``
     column). ``df.attrs`` holds ``p_base``, ``base_correct``, ``supporting`` (steps), ``measure`` and
     ``intervention``.
+
+    The replays reset ``env`` itself (seed ``seed``; :func:`fact_pool` too, with its own seeds): an episode in
+    progress there is lost.
     """
     import pandas as pd
 
