@@ -37,6 +37,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -75,9 +76,20 @@ def story_answer(facts, entity: str):
     return where.get(entity, dropped.get(entity))
 
 
-def read_story(env, seed: int):
-    """The reading facts of episode ``seed`` (env ids), the entity asked about, the answer and the supporting
-    steps; checks that story_answer re-reads the story as the env answers it (tasks 1 and 2)."""
+class Story(NamedTuple):
+    """A StoryQA episode's reading facts (env ids and words), the entity asked about, the answer and the supporting
+    steps."""
+
+    ids: list
+    facts: list
+    entity: str
+    answer: str
+    supporting: set
+
+
+def read_story(env, seed: int) -> Story:
+    """Episode ``seed`` of ``env`` read once; checks that story_answer re-reads the story as the env answers it
+    (tasks 1 and 2)."""
     vocab = env.unwrapped.vocab
     obs, info = env.reset(seed=seed)
     ids = []
@@ -85,35 +97,32 @@ def read_story(env, seed: int):
         ids.append(tuple(int(i) for i in obs["fact"]))
         obs, _, _, _, info = env.step(int(info["oracle_action"]))
     entity, answer = vocab[int(obs["fact"][0])], vocab[int(info["oracle_action"])]
-    reread = story_answer([tuple(vocab[i] for i in f) for f in ids], entity)
+    facts = [tuple(vocab[i] for i in f) for f in ids]
+    reread = story_answer(facts, entity)
     if reread != answer:
         raise AssertionError(f"seed {seed}: the re-read story answers {reread!r}, the env "
                              f"{answer!r}; the rules in story_answer no longer match the generator's")
-    return ids, entity, answer, set(info["supporting_facts"])
+    return Story(ids, facts, entity, answer, set(info["supporting_facts"]))
 
 
-def each_support_necessary(env, seed: int) -> bool:
+def each_support_necessary(story: Story) -> bool:
     """Whether leaving out any one supporting fact changes the story's answer (tasks 1 and 2)."""
-    ids, entity, answer, supporting = read_story(env, seed)
-    facts = [tuple(env.unwrapped.vocab[i] for i in f) for f in ids]
-    return all(story_answer(facts[:t] + facts[t + 1:], entity) != answer for t in supporting)
+    facts = story.facts
+    return all(story_answer(facts[:t] + facts[t + 1:], story.entity) != story.answer for t in story.supporting)
 
 
-def rules_resample_hit(env, seed: int, pool) -> bool:
+def rules_resample_hit(story: Story, vocab, pool) -> bool:
     """Resampling for a reader that answers by the story's rules (tasks 1 and 2): each reading step ranked by the
     share of its one-role resamples (cogarch.inspect.anchors.resamples over ``pool``) that change story_answer's
     answer, ties by step; whether every supporting fact is in the top m. What the measure gives an agent that
     reasons as the generator does."""
-    ids, entity, answer, supporting = read_story(env, seed)
-    vocab = env.unwrapped.vocab
-    facts = [tuple(vocab[i] for i in f) for f in ids]
-    share = []
-    for t, fact in enumerate(ids):
+    facts, share = story.facts, []
+    for t, fact in enumerate(story.ids):
         others = [tuple(vocab[i] for i in f) for f in resamples(fact, pool)]
-        changed = [story_answer(facts[:t] + [o] + facts[t + 1:], entity) != answer for o in others]
+        changed = [story_answer(facts[:t] + [o] + facts[t + 1:], story.entity) != story.answer for o in others]
         share.append(sum(changed) / len(changed) if changed else float("-inf"))
-    ranked = sorted(range(len(ids)), key=lambda t: (-share[t], t))
-    return supporting <= set(ranked[:len(supporting)])
+    ranked = sorted(range(len(facts)), key=lambda t: (-share[t], t))
+    return story.supporting <= set(ranked[:len(story.supporting)])
 
 
 def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycles: float, resampled: dict,
@@ -206,8 +215,9 @@ def main(argv=None) -> dict:
                 if name == "resample" and r == "drop":  # is the same person's pickup of the object ranked instead?
                     pickup_instead += any(words[t] == [s, "get", o] for t in top if t < step)
         if args.task in (1, 2):
-            rules_hits += rules_resample_hit(env, args.seed + i, pool)
-            if each_support_necessary(env, args.seed + i):
+            story = read_story(env, args.seed + i)
+            rules_hits += rules_resample_hit(story, env.unwrapped.vocab, pool)
+            if each_support_necessary(story):
                 necessary += 1
                 hits_necessary += hit
         support = set(table.attrs["supporting"])

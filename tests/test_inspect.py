@@ -444,7 +444,7 @@ def _bench_anchors():
 
 def test_anchor_ceiling_rereads_stories_as_the_generator_does():
     """The bench's ceiling re-reads a story by the generator's rules: its answers equal the env's on tasks 1 and
-    2 (each_support_necessary raises otherwise), and a drop after a get in the same room is not necessary."""
+    2 (read_story raises otherwise), and a drop after a get in the same room is not necessary."""
     bench = _bench_anchors()
     story = [("john", "get", "football"), ("john", "go", "kitchen"), ("john", "drop", "football")]
     assert bench.story_answer(story, "football") == "kitchen"
@@ -454,11 +454,12 @@ def test_anchor_ceiling_rereads_stories_as_the_generator_does():
     assert bench.story_answer(story[:2] + [("john", "go", "office")], "football") == "office"
     for task in (1, 2):
         env = gym.make("cogarch/StoryQA-v0", task=task)
-        necessary = [bench.each_support_necessary(env, seed) for seed in range(60)]
+        necessary = [bench.each_support_necessary(bench.read_story(env, seed)) for seed in range(60)]
         assert 0 < sum(necessary) < 60 if task == 2 else all(necessary)
         # resampling sees what leaving out cannot: for the rules' reader every supporting fact ranks on top
         pool = fact_pool(env, episodes=100)
-        assert all(bench.rules_resample_hit(env, seed, pool) for seed in range(20))
+        assert all(bench.rules_resample_hit(bench.read_story(env, seed), env.unwrapped.vocab, pool)
+                   for seed in range(20))
 
 
 def test_chance_hit_is_the_share_of_random_rankings_with_every_supporting_cycle_on_top():
