@@ -15,9 +15,11 @@ cycle of the same workspace. Its state writes go into the state's own tensors (r
 boundary refinement of the streams closing an event, however many, in the graph; the long-term update as one
 elementwise pass), and
 its batched matrix-vector products are fused loops rather than a BLAS call per example, so it runs faster than the
-eager cycle at every batch size.
+eager cycle at every batch size. Its rows go up to batch 1024: a call's fixed costs (the compiled function's guards,
+its wrapper's tensor handles, the small kernels' thread start-ups) are shared by more streams there, and the
+item-cycles/s of one process still rise past batch 256.
 
-The last table sets the compiled batch-256 cycle in one process on the batched threads (the row above it) against
+The last table sets the compiled batch-256 cycle in one process on the batched threads (its row above) against
 as many single-thread processes side by side, timed right after it, each with its own 256 streams, over the same
 seconds: the same cores used as a sweep of that many jobs on hydra's joblib launcher uses them (one torch thread
 per job). The sum of their item-cycles/s is the machine's; the ratio says how much of the cores one
@@ -55,6 +57,9 @@ BATCHES = (1, 64, 256)
 BATCHED_THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 THREADS = {1: 1}  # batch -> torch threads; other batches use BATCHED_THREADS
 SIDE_BY_SIDE_BATCH = 256  # the batch of each single-thread process in the side-by-side row
+# the compiled table's batches: up to 1024, where one process's item-cycles/s peaked on the 2-core AMD EPYC when this
+# row was added (2048 and 4096 gave fewer)
+COMPILED_BATCHES = (1, 16, 64, SIDE_BY_SIDE_BATCH, 1024)
 
 
 def cpu_name() -> str:
@@ -88,7 +93,9 @@ def workspace(long_term: str, episodic: str = COMPOSITION["episodic"], refine: b
 # refine: the episodic memory's boundary refinement)
 ABLATIONS = (("outer_product", COMPOSITION["episodic"], True), ("outer_product", COMPOSITION["episodic"], False),
              ("outer_product", "none", False), ("none", "none", False))
-ROUNDS = 3  # the ablation table times its compositions in turn, this many rounds, and reports each one's median
+# the ablation table times its compositions in turn, ROUNDS rounds of SECONDS / 2 each, and reports each one's median
+# (at 3 rounds of SECONDS the drift of the machine's speed could reorder its rows)
+ROUNDS = 8
 
 
 def composition_costs(batch: int) -> list[tuple[str, float]]:
@@ -105,13 +112,14 @@ def composition_costs(batch: int) -> list[tuple[str, float]]:
         runs.append((label, ws, compiled_cycle(ws), []))
     for _ in range(ROUNDS):
         for _, ws, cycle, rates in runs:
-            rates.append(cycles_per_s(ws, batch, True, cycle) * batch)
+            rates.append(cycles_per_s(ws, batch, True, cycle, seconds=SECONDS / 2) * batch)
     return [(label, statistics.median_low(rates)) for label, _, _, rates in runs]
 
 
 @torch.inference_mode()
-def cycles_per_s(ws: Workspace, batch: int, inplace: bool, cycle=None, faults: list | None = None) -> float:
-    """Cycles/s of ``cycle`` (default ``ws.cycle``) over SECONDS after a warm-up; appends the minor page faults
+def cycles_per_s(ws: Workspace, batch: int, inplace: bool, cycle=None, faults: list | None = None,
+                 seconds: float = SECONDS) -> float:
+    """Cycles/s of ``cycle`` (default ``ws.cycle``) over ``seconds`` after a warm-up; appends the minor page faults
     per timed cycle to ``faults`` when given."""
     import resource
 
@@ -121,7 +129,7 @@ def cycles_per_s(ws: Workspace, batch: int, inplace: bool, cycle=None, faults: l
     for t in range(10):  # warm-up: fill slots, open events (and compile, for a compiled cycle)
         state, _ = cycle(state, inputs[t], inplace=inplace)
     n, before, start = 0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-    while time.perf_counter() - start < SECONDS:
+    while time.perf_counter() - start < seconds:
         state, _ = cycle(state, inputs[n % 64], inplace=inplace)
         n += 1
     rate = n / (time.perf_counter() - start)
@@ -295,15 +303,17 @@ def main() -> str:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     ws = workspace("outer_product")
-    compiled, fast = compiled_cycle(ws), {}
-    for batch in (1, 16, 64, SIDE_BY_SIDE_BATCH):  # (one compile per batch size)
+    compiled, fast, rows = compiled_cycle(ws), {}, {}
+    # (one compile per batch size; batch 256 last, as the next table compares it with processes side by side)
+    for batch in sorted(COMPILED_BATCHES, key=lambda b: b == SIDE_BY_SIDE_BATCH):
         threads = THREADS.get(batch, BATCHED_THREADS)
         torch.set_num_threads(threads)
         eager, fast[batch] = cycles_per_s(ws, batch, True), cycles_per_s(ws, batch, True, compiled)
-        lines.append(f"| {batch} | {threads} | {eager:,.0f} | {fast[batch]:,.0f} | {fast[batch] * batch:,.0f} "
-                     f"| {fast[batch] / eager:.2f} |")
+        rows[batch] = (f"| {batch} | {threads} | {eager:,.0f} | {fast[batch]:,.0f} | {fast[batch] * batch:,.0f} "
+                       f"| {fast[batch] / eager:.2f} |")
+    lines += [rows[batch] for batch in sorted(rows)]
     # The same cores as separate processes: the compiled batch-256 cycle in one process on BATCHED_THREADS threads
-    # (the last row above, timed just before), against as many single-thread processes side by side, each with its
+    # (its row above, timed just before), against as many single-thread processes side by side, each with its
     # own batch of 256.
     batch, n = SIDE_BY_SIDE_BATCH, BATCHED_THREADS
     one = fast[batch] * batch
@@ -346,7 +356,7 @@ def main() -> str:
     lines += [
         "",
         f"What the memories cost: the compiled in-place cycle at batch {SIDE_BY_SIDE_BATCH} on {n} threads with the "
-        f"memories left out in turn (all compiled first, then timed in turn, {ROUNDS} rounds, the median of each):\n",
+        f"memories left out in turn (all compiled first, then timed in turn, {ROUNDS} rounds of {SECONDS / 2:g} s, the median of each):\n",
         "| composition (working=slots, bottleneck=k4) | item-cycles/s | time per cycle against the full composition |",
         "|---|---:|---:|",
     ] + [f"| {label} | {rate:,.0f} | {full / rate:.2f} |" for label, rate in costs]
