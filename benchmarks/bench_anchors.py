@@ -34,6 +34,7 @@ side by side, and which relations the supporting facts they miss have.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,16 @@ def read_story(env, seed: int) -> Story:
     return Story(ids, facts, entity, answer, set(info["supporting_facts"]))
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a fraction hits / n (z = 1.96: 95%): how far the bench's fractions over a few
+    dozen episodes may lie from the agent's rate over all episodes."""
+    if not 0 <= hits <= n or n < 1:
+        raise ValueError(f"need 0 <= hits <= n and n >= 1, got hits={hits}, n={n}")
+    p, z2 = hits / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def each_support_necessary(story: Story) -> bool:
     """Whether leaving out any one supporting fact changes the story's answer (tasks 1 and 2)."""
     facts = story.facts
@@ -157,7 +168,10 @@ def markdown(args, result: dict, wider: dict, other: str, other_hits: dict, cycl
         lines += ["", "A reader that answers by the story's rules (the generator's), its reading steps ranked by the "
                   "share of their one-role resamples that change its answer, puts every supporting fact in the top m "
                   f"in {fmt(result['rules_resampled'])} of the same episodes."]
+    lo, hi = result["anchor_fraction_interval"]
     lines += ["", "| figure | value |", "|---|---:|",
+              f"| every supporting fact in the top m (suppressed, ranked by {args.measure}): 95% Wilson interval "
+              f"over the {n} episodes | {fmt(lo)} to {fmt(hi)} |",
               f"| agent accuracy | {fmt(result['agent_accuracy'])} |",
               f"| every supporting fact in the top m, among the episodes answered correctly "
               f"| {fmt(result['anchor_fraction_when_correct'])} |",
@@ -236,6 +250,7 @@ def main(argv=None) -> dict:
             hits_correct += hit
     n = args.episodes
     result = {"episodes": n, "agent_accuracy": correct / n, "anchor_fraction": hits / n,
+              "anchor_fraction_interval": wilson_interval(hits, n),
               "anchor_fraction_when_correct": hits_correct / correct if correct else float("nan"),
               "any_supporting_in_top_m": any_hit / n, "missed_supporting": missed,
               "missed_with_a_redundant_fact": redundant, "wall_s": time.perf_counter() - start}

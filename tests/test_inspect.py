@@ -462,6 +462,22 @@ def test_anchor_ceiling_rereads_stories_as_the_generator_does():
                    for seed in range(20))
 
 
+def test_wilson_interval_of_the_anchor_fraction():
+    """The bench's 95% interval: Wilson's closed forms at 0 and n hits, symmetric about one half, around the
+    fraction, narrowing as the episodes grow; bad counts are refused."""
+    bench = _bench_anchors()
+    z2 = 1.96**2
+    assert bench.wilson_interval(0, 50) == (0.0, pytest.approx(z2 / (50 + z2)))
+    assert bench.wilson_interval(50, 50) == (pytest.approx(50 / (50 + z2)), 1.0)
+    lo, hi = bench.wilson_interval(32, 50)
+    assert lo < 0.64 < hi and (lo, hi) == pytest.approx((1 - bench.wilson_interval(18, 50)[1],
+                                                         1 - bench.wilson_interval(18, 50)[0]))
+    assert hi - lo > bench.wilson_interval(128, 200)[1] - bench.wilson_interval(128, 200)[0]
+    for hits, n in ((-1, 5), (6, 5), (0, 0)):
+        with pytest.raises(ValueError, match="hits"):
+            bench.wilson_interval(hits, n)
+
+
 def test_chance_hit_is_the_share_of_random_rankings_with_every_supporting_cycle_on_top():
     from itertools import permutations
 
