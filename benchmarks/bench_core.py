@@ -25,8 +25,10 @@ seconds: the same cores used as a sweep of that many jobs on hydra's joblib laun
 per job). The sum of their item-cycles/s is the machine's; the ratio says how much of the cores one
 multi-threaded process leaves unused. The same table runs that many batches side by side in one process, one
 Python thread each (one torch thread, its own 256 streams): one process's way to most of the processes' share.
-A last table says what the memories cost: the compiled batch-256 cycle with the episodic memory's boundary refinement
-off, then the episodic memory left out, then the long-term memory as well, beside the full composition.
+A table says what the memories cost: the compiled batch-256 cycle with the episodic memory's boundary refinement
+off, then the episodic memory left out, then the long-term memory as well, beside the full composition. The last one
+sets the cycle compiled ahead of time (cogarch.aot: torch.export and AOTInductor, no guards checked per call) beside
+compile_cycle at batch 1, 256 and 1024.
 
     .venv/bin/python benchmarks/bench_core.py        (part of `make bench`)
 """
@@ -46,6 +48,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cogarch.aot import aot_compile_cycle
 from cogarch.runtime import keep_freed_memory
 from cogarch.workspace import COMPILE_OPTIONS, MotorHead, Workspace, compile_cycle
 
@@ -150,6 +153,33 @@ def reference_ops_per_s(batch: int) -> float:
 
 def compiled_cycle(ws: Workspace):
     return compile_cycle(ws, fullgraph=True, dynamic=False)
+
+
+AOT_BATCHES, AOT_ROUNDS = (1, SIDE_BY_SIDE_BATCH, 1024), 4
+
+
+def aot_rows() -> list[str]:
+    """The cycle compiled ahead of time (cogarch.aot.aot_compile_cycle) against compile_cycle, each batch of
+    AOT_BATCHES: both made first, then timed in turn, AOT_ROUNDS rounds of SECONDS / 2, the median of each."""
+    torch._dynamo.reset()  # (compile_cycle's graphs count to the recompile limit of Workspace.cycle's code object)
+    rows = []
+    for batch in AOT_BATCHES:
+        threads = THREADS.get(batch, BATCHED_THREADS)
+        torch.set_num_threads(threads)
+        ws = workspace("outer_product")
+        start = time.perf_counter()
+        aot = aot_compile_cycle(ws, ws.initial_state(batch), torch.zeros(batch, 1, DIM))
+        made = time.perf_counter() - start
+        try:
+            jit, rates = compiled_cycle(ws), {"aot": [], "jit": []}
+            for _ in range(AOT_ROUNDS):
+                for name, cycle in (("aot", aot), ("jit", jit)):
+                    rates[name].append(cycles_per_s(ws, batch, True, cycle, seconds=SECONDS / 2))
+        finally:
+            os.remove(aot.package_path)
+        a, j = (statistics.median_low(rates[k]) for k in ("aot", "jit"))
+        rows.append(f"| {batch} | {threads} | {j:,.0f} | {a:,.0f} | {a * batch:,.0f} | {a / j:.2f} | {made:.0f} |")
+    return rows
 
 
 def worker(batch: int) -> None:
@@ -360,6 +390,16 @@ def main() -> str:
         "| composition (working=slots, bottleneck=k4) | item-cycles/s | time per cycle against the full composition |",
         "|---|---:|---:|",
     ] + [f"| {label} | {rate:,.0f} | {full / rate:.2f} |" for label, rate in costs]
+    lines += [
+        "",
+        "Ahead of time: the same cycle exported (`torch.export`) and compiled by AOTInductor into a package "
+        "(`cogarch.aot.aot_compile_cycle`, one per batch size), whose calls skip dynamo's guards and AOTAutograd's "
+        f"Python wrapper, against `compile_cycle` (outer_product, in place); {AOT_ROUNDS} rounds of {SECONDS / 2:g} s "
+        "each in turn, the median:\n",
+        "| batch | threads | compile_cycle cycles/s | ahead-of-time cycles/s | ahead-of-time item-cycles/s "
+        "| ahead-of-time / compile_cycle | seconds to make it |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ] + aot_rows()
     text = "\n".join(lines) + "\n"
     print(text)
     return text
