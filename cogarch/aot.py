@@ -11,7 +11,8 @@ episodic refinement reading its count of closing streams as a value), and so are
 (tests/test_aot.py).
 
 The package reads the workspace's own parameter and buffer tensors (handed to it as user-managed constants), so a
-change made in place to the weights (an optimizer step, ``load_state_dict``) is what the next call uses.
+change made in place to the weights (an optimizer step, ``load_state_dict``) is what the next call uses; a parameter
+replaced by another tensor object is not (the cycle keeps the one it was given).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask
     """Compile ``workspace.cycle`` ahead of time for the shapes of ``state``, ``sensory`` (B, n, d) and
     ``sensory_mask`` (B, n) bool (or none), e.g. ``workspace.initial_state(B)`` and ``torch.zeros(B, 1, dim)``;
     their values are not changed. Returns an :class:`AotCycle`. Writes the package to ``package_path`` (default: a
-    new file in the system's temporary folder). Takes as long as torch.compile's first call (tens of seconds: the
+    new file in the system's temporary folder, left there: ``cycle.package_path``). Takes as long as torch.compile's first call (tens of seconds: the
     C++ compile). Needs a C++ compiler."""
     leaves, state_spec = tree_flatten(state)
     if not all(isinstance(t, Tensor) for t in leaves):
@@ -119,7 +120,6 @@ def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask
         out_leaves, out_spec = tree_flatten(structured.module()(*[t.clone() for t in example]))
         keep = [i for i, t in enumerate(out_leaves) if isinstance(t, Tensor)]
         flat = torch.export.export(_Flat(workspace, state_spec, masked), tuple(example), strict=True)
-        flat_parameters = list(flat.graph_signature.parameters)
         if package_path is None:
             fd, package_path = tempfile.mkstemp(prefix="cogarch_cycle_", suffix=".pt2")
             os.close(fd)
@@ -129,17 +129,17 @@ def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask
                                                  inductor_configs={"always_keep_tensor_constants": True})
     compiled = torch._inductor.aoti_load_package(package_path)
     # the weights: the workspace's own tensors, so that in-place changes to them reach the package
-    own = {**dict(_Flat(workspace, state_spec, masked).named_parameters()),
-           **dict(_Flat(workspace, state_spec, masked).named_buffers())}
+    wrapper = _Flat(workspace, state_spec, masked)
+    own = {**dict(wrapper.named_parameters()), **dict(wrapper.named_buffers())}
     names = compiled.get_constant_fqns()
     # (the others are tensors the cycle's code makes from literals, _tensor_constant<i>, which the package keeps)
     foreign = [n for n in names if n not in own and not n.startswith("_tensor_constant")]
     if foreign:  # e.g. a folded product of weights, which in-place changes to the weights would not reach
         raise RuntimeError(f"the package holds constants that are not the workspace's tensors: {foreign[:5]}")
-    inlined = sorted(set(flat_parameters) - set(names))  # weights the cycle reads, written into code
-    if inlined:
-        raise RuntimeError(f"the package keeps its own copy of the parameters {inlined[:5]}")
-    compiled.load_constants({n: own[n] for n in names if n in own}, check_full_update=False, user_managed=True)
+    constants = {n: own[n] for n in names if n in own}
+    compiled.load_constants(constants, check_full_update=False, user_managed=True)
     out_leaves = [None if isinstance(t, Tensor) else t for t in out_leaves]
-    return AotCycle(compiled.loader, package_path, [(t.shape, t.dtype) for t in example], masked, state_spec,
-                    out_spec, out_leaves, keep)
+    cycle = AotCycle(compiled.loader, package_path, [(t.shape, t.dtype) for t in example], masked, state_spec,
+                     out_spec, out_leaves, keep)
+    cycle._constants = list(constants.values())  # (the package reads them by address: they must outlive it)
+    return cycle
