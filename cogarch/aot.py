@@ -1,7 +1,7 @@
 """The workspace cycle compiled ahead of time: ``torch.export`` captures it once, AOTInductor compiles the graph
 into a shared library, and each call runs that library directly.
 
-``cogarch.workspace.compile_cycle`` (``torch.compile``) checks dynamo's guards on every call (some seven hundred
+``cogarch.workspace.compile_cycle`` (``torch.compile``) checks dynamo's guards on every call (some 640
 checks over the state's tensors and the modules' attributes) and goes through AOTAutograd's Python wrapper before
 its C++ runs. An ahead-of-time cycle does neither: it is made for one set of input shapes and takes the state as a
 flat list of tensors, so a call is a shape check in Python and the library's run. The price is what the guards
