@@ -386,7 +386,8 @@ def main() -> str:
     lines += [
         "",
         f"What the memories cost: the compiled in-place cycle at batch {SIDE_BY_SIDE_BATCH} on {n} threads with the "
-        f"memories left out in turn (all compiled first, then timed in turn, {ROUNDS} rounds of {SECONDS / 2:g} s, the median of each):\n",
+        f"memories left out in turn (all compiled first, then timed in turn, {ROUNDS} rounds of {SECONDS / 2:g} s, "
+        "the median of each):\n",
         "| composition (working=slots, bottleneck=k4) | item-cycles/s | time per cycle against the full composition |",
         "|---|---:|---:|",
     ] + [f"| {label} | {rate:,.0f} | {full / rate:.2f} |" for label, rate in costs]

@@ -55,8 +55,9 @@ class AotCycle:
     ``package_path`` is the AOTInductor package (.pt2) it runs."""
 
     def __init__(self, loader, package_path: str, in_shapes: list, masked: bool, state_spec, out_spec,
-                 out_leaves: list, keep: list[int]):
+                 out_leaves: list, keep: list[int], constants: list[Tensor]):
         self._loader, self.package_path = loader, package_path
+        self._constants = constants  # (the package reads them by address: they must outlive it)
         self._in_shapes, self._masked, self._state_spec = in_shapes, masked, state_spec
         self._out_spec, self._out_leaves, self._keep = out_spec, out_leaves, keep
 
@@ -90,11 +91,10 @@ class AotCycle:
                 raise ValueError(f"{what} of shape {got} is not allowed: this cycle was compiled for "
                                  f"{tuple(shape)} {dtype} (batch size {self.batch_size}); compile another one "
                                  "for other shapes")
-        outs = self._loader.boxed_run(inputs)
-        leaves = list(self._out_leaves)
-        for i, t in zip(self._keep, outs):
-            leaves[i] = t
-        return tree_unflatten(leaves, self._out_spec)
+        out_leaves = list(self._out_leaves)  # the output's constants, with its tensors filled in below
+        for i, t in zip(self._keep, self._loader.boxed_run(inputs)):
+            out_leaves[i] = t
+        return tree_unflatten(out_leaves, self._out_spec)
 
 
 def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask: Tensor | None = None,
@@ -102,8 +102,8 @@ def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask
     """Compile ``workspace.cycle`` ahead of time for the shapes of ``state``, ``sensory`` (B, n, d) and
     ``sensory_mask`` (B, n) bool (or none), e.g. ``workspace.initial_state(B)`` and ``torch.zeros(B, 1, dim)``;
     their values are not changed. Returns an :class:`AotCycle`. Writes the package to ``package_path`` (default: a
-    new file in the system's temporary folder, left there: ``cycle.package_path``). Takes as long as torch.compile's first call (tens of seconds: the
-    C++ compile). Needs a C++ compiler."""
+    new file in the system's temporary folder, left there: ``cycle.package_path``). Takes as long as torch.compile's
+    first call (tens of seconds: the C++ compile). Needs a C++ compiler."""
     leaves, state_spec = tree_flatten(state)
     if not all(isinstance(t, Tensor) for t in leaves):
         raise ValueError("the state must hold only tensors (and None)")
@@ -139,7 +139,5 @@ def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask
     constants = {n: own[n] for n in names if n in own}
     compiled.load_constants(constants, check_full_update=False, user_managed=True)
     out_leaves = [None if isinstance(t, Tensor) else t for t in out_leaves]
-    cycle = AotCycle(compiled.loader, package_path, [(t.shape, t.dtype) for t in example], masked, state_spec,
-                     out_spec, out_leaves, keep)
-    cycle._constants = list(constants.values())  # (the package reads them by address: they must outlive it)
-    return cycle
+    return AotCycle(compiled.loader, package_path, [(t.shape, t.dtype) for t in example], masked, state_spec,
+                    out_spec, out_leaves, keep, list(constants.values()))
