@@ -52,9 +52,10 @@ class AotCycle:
     ``(new state, CycleOutput)``. The given state is consumed (its tensors are written in place). The state, the
     sensory items (and the mask, if it was compiled with one) must have the shapes and dtypes it was compiled for,
     and autograd must be off (``torch.inference_mode()`` or ``torch.no_grad()``); anything else raises ValueError.
-    ``package_path`` is the AOTInductor package (.pt2) it runs."""
+    ``package_path`` is the AOTInductor package (.pt2) it was loaded from, when one was asked for (else None: the
+    package was a temporary file, deleted once loaded; the loaded cycle does not need it)."""
 
-    def __init__(self, loader, package_path: str, in_shapes: list, masked: bool, state_spec, out_spec,
+    def __init__(self, loader, package_path: str | None, in_shapes: list, masked: bool, state_spec, out_spec,
                  out_leaves: list, keep: list[int], constants: list[Tensor]):
         self._loader, self.package_path = loader, package_path
         self._constants = constants  # (the package reads them by address: they must outlive it)
@@ -101,9 +102,9 @@ def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask
                       package_path: str | os.PathLike | None = None) -> AotCycle:
     """Compile ``workspace.cycle`` ahead of time for the shapes of ``state``, ``sensory`` (B, n, d) and
     ``sensory_mask`` (B, n) bool (or none), e.g. ``workspace.initial_state(B)`` and ``torch.zeros(B, 1, dim)``;
-    their values are not changed. Returns an :class:`AotCycle`. Writes the package to ``package_path`` (default: a
-    new file in the system's temporary folder, left there: ``cycle.package_path``). Takes as long as torch.compile's
-    first call (tens of seconds: the C++ compile). Needs a C++ compiler."""
+    their values are not changed. Returns an :class:`AotCycle`. Writes the package to ``package_path`` when given
+    (``cycle.package_path``), else to a temporary folder deleted once the package is loaded. Takes as long as
+    torch.compile's first call (tens of seconds: the C++ compile). Needs a C++ compiler."""
     leaves, state_spec = tree_flatten(state)
     if not all(isinstance(t, Tensor) for t in leaves):
         raise ValueError("the state must hold only tensors (and None)")
@@ -112,22 +113,20 @@ def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask
     masked = sensory_mask is not None
     example = [sensory, sensory_mask, *leaves] if masked else [sensory, *leaves]
     example = [t.detach().clone() for t in example]  # (the cycle writes the state leaves in place)
-    with torch.no_grad(), torch._dynamo.config.patch(capture_scalar_outputs=True):
-        # The output's structure (named tuples, the source names), from the exported program run once, then the
-        # flat program that the package holds.
-        structured = torch.export.export(_Flat(workspace, state_spec, masked, structured=True), tuple(example),
-                                         strict=True)
-        out_leaves, out_spec = tree_flatten(structured.module()(*[t.clone() for t in example]))
-        keep = [i for i, t in enumerate(out_leaves) if isinstance(t, Tensor)]
-        flat = torch.export.export(_Flat(workspace, state_spec, masked), tuple(example), strict=True)
-        if package_path is None:
-            fd, package_path = tempfile.mkstemp(prefix="cogarch_cycle_", suffix=".pt2")
-            os.close(fd)
-        package_path = os.fspath(package_path)
-        # (small weights would otherwise be written into the C++ code as numbers, out of reach of later changes)
-        torch._inductor.aoti_compile_and_package(flat, package_path=package_path,
-                                                 inductor_configs={"always_keep_tensor_constants": True})
-    compiled = torch._inductor.aoti_load_package(package_path)
+    with tempfile.TemporaryDirectory(prefix="cogarch_cycle_") as folder:
+        path = os.path.join(folder, "cycle.pt2") if package_path is None else os.fspath(package_path)
+        with torch.no_grad(), torch._dynamo.config.patch(capture_scalar_outputs=True):
+            # The output's structure (named tuples, the source names), from the exported program run once, then the
+            # flat program that the package holds.
+            structured = torch.export.export(_Flat(workspace, state_spec, masked, structured=True), tuple(example),
+                                             strict=True)
+            out_leaves, out_spec = tree_flatten(structured.module()(*[t.clone() for t in example]))
+            keep = [i for i, t in enumerate(out_leaves) if isinstance(t, Tensor)]
+            flat = torch.export.export(_Flat(workspace, state_spec, masked), tuple(example), strict=True)
+            # (small weights would otherwise be written into the C++ code as numbers, out of reach of later changes)
+            torch._inductor.aoti_compile_and_package(flat, package_path=path,
+                                                     inductor_configs={"always_keep_tensor_constants": True})
+        compiled = torch._inductor.aoti_load_package(path)
     # the weights: the workspace's own tensors, so that in-place changes to them reach the package
     wrapper = _Flat(workspace, state_spec, masked)
     own = {**dict(wrapper.named_parameters()), **dict(wrapper.named_buffers())}
@@ -139,5 +138,5 @@ def aot_compile_cycle(workspace: nn.Module, state, sensory: Tensor, sensory_mask
     constants = {n: own[n] for n in names if n in own}
     compiled.load_constants(constants, check_full_update=False, user_managed=True)
     out_leaves = [None if isinstance(t, Tensor) else t for t in out_leaves]
-    return AotCycle(compiled.loader, package_path, [(t.shape, t.dtype) for t in example], masked, state_spec,
-                    out_spec, out_leaves, keep, list(constants.values()))
+    return AotCycle(compiled.loader, None if package_path is None else path, [(t.shape, t.dtype) for t in example],
+                    masked, state_spec, out_spec, out_leaves, keep, list(constants.values()))
