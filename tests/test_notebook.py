@@ -18,9 +18,10 @@ def test_notebook_is_committed_without_outputs():
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
-def test_notebook_executes_offline(monkeypatch):
+def test_notebook_executes_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's runs go to a temporary folder: pytest's, cleaned up
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # (a cell that hangs fails after 300 s; the notebook's time is measured, printed and kept in the closing note,
     # not asserted: timings belong to `make bench`)
