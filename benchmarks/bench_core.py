@@ -113,11 +113,19 @@ def composition_costs(batch: int) -> list[tuple[str, float]]:
         label = f"long_term={long_term}, episodic={episodic}"
         if episodic != "none" and not refine:
             label += " without boundary refinement (refine=false)"
-        runs.append((label, ws, compiled_cycle(ws), []))
-    for _ in range(ROUNDS):
-        for _, ws, cycle, rates in runs:
-            rates.append(cycles_per_s(ws, batch, True, cycle, seconds=SECONDS / 2) * batch)
-    return [(label, statistics.median_low(rates)) for label, _, _, rates in runs]
+        runs.append((label, ws, compiled_cycle(ws)))
+    rates = alternated([(ws, cycle) for _, ws, cycle in runs], batch, ROUNDS)
+    return [(label, statistics.median_low(r)) for (label, _, _), r in zip(runs, rates)]
+
+
+def alternated(runs: list[tuple[Workspace, object]], batch: int, rounds: int) -> list[list[float]]:
+    """Item-cycles/s of each (workspace, cycle) of ``runs`` at ``batch`` (in place), timed in turn for ``rounds``
+    rounds of SECONDS / 2: the machine's speed drifts, and alternating spreads the drift over all of them."""
+    rates = [[] for _ in runs]
+    for _ in range(rounds):
+        for (ws, cycle), out in zip(runs, rates):
+            out.append(cycles_per_s(ws, batch, True, cycle, seconds=SECONDS / 2) * batch)
+    return rates
 
 
 @torch.inference_mode()
@@ -180,10 +188,8 @@ def aot_rows() -> tuple[list[str], str]:
         start = time.perf_counter()
         aot = aot_compile_cycle(ws, ws.initial_state(batch), torch.zeros(batch, 1, DIM))
         made = time.perf_counter() - start
-        jit, rates = compiled_cycle(ws), {"ahead of time": [], "compile_cycle": []}
-        for _ in range(AOT_ROUNDS):
-            for name, cycle in (("ahead of time", aot), ("compile_cycle", jit)):
-                rates[name].append(cycles_per_s(ws, batch, True, cycle, seconds=SECONDS / 2) * batch)
+        ahead, jit = alternated([(ws, aot), (ws, compiled_cycle(ws))], batch, AOT_ROUNDS)
+        rates = {"ahead of time": ahead, "compile_cycle": jit}
         cells = []
         for name in ("compile_cycle", "ahead of time"):
             v = rates[name]
